@@ -1,0 +1,183 @@
+"""Zero-copy frankenmodels: a transformers model whose layer positions share the base models' parameter tensors.
+
+The new model is constructed from a remapped config on the meta device, so each position gets its own freshly
+built modules — its own KV-cache slot (`layer_idx`), its own attention type (gemma3's sliding/full layers) — and
+then every parameter and buffer is bound to the very tensor of the source layer it comes from. No weight is
+copied; `generate()` and the KV cache work as on any transformers model.
+
+Sublayer positions run only part of a layer: an ``attn`` position replaces the MLP by a zero branch, an ``mlp``
+position replaces attention by a zero branch (which still writes a one-element-per-token placeholder into the
+KV cache so that the cache's sequence length stays right). The residual stream and norms are the layer's own,
+so the result equals a materialized layer whose MLP ``down_proj`` (resp. attention ``o_proj``) is zero — which
+is how exports represent them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .errors import FrankenError
+from .plan import LayerPlan, LayerRef, coerce_plan
+
+ATTN_ATTR = "self_attn"
+MLP_ATTR = "mlp"
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of decoder layers of a transformers causal LM (llama, qwen2, gemma3 and their kin)."""
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise FrankenError(
+            f"unsupported architecture {type(model).__name__}: expected a causal LM with `.model.layers` "
+            "(llama, qwen2, gemma3, mistral and similar decoders)"
+        )
+    return layers
+
+
+class ZeroMLP(nn.Module):
+    """The MLP branch of an attention-only position: contributes nothing to the residual stream."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return torch.zeros_like(hidden_states)
+
+
+class ZeroAttention(nn.Module):
+    """The attention branch of an MLP-only position.
+
+    Adds nothing to the residual stream. When a KV cache is in use it appends a one-value placeholder per token
+    to its own slot, so every slot reports the same sequence length (transformers reads the length from a slot).
+    """
+
+    def __init__(self, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+
+    def forward(self, hidden_states: torch.Tensor, *args, cache=None, past_key_values=None, **kwargs):
+        cache = cache if cache is not None else past_key_values
+        if cache is not None:
+            b, t = hidden_states.shape[:2]
+            stub = hidden_states.new_zeros(b, 1, t, 1)
+            cache.update(stub, stub, self.layer_idx)
+        return torch.zeros_like(hidden_states), None
+
+
+def _named_tensors(module: nn.Module):
+    for name, p in module.named_parameters(remove_duplicate=False):
+        yield name, p, "_parameters"
+    for name, b in module.named_buffers(remove_duplicate=False):
+        yield name, b, "_buffers"
+
+
+def _bind(dst: nn.Module, src: nn.Module, what: str, skip_prefix: str | None = None) -> None:
+    """Make every parameter/buffer of `dst` the same tensor object as `src`'s of the same name."""
+    src_tensors = {n: t for n, t, _ in _named_tensors(src)}
+    for name, t, slot in list(_named_tensors(dst)):
+        if skip_prefix is not None and name.startswith(skip_prefix):
+            continue
+        if name not in src_tensors:
+            if slot == "_buffers":
+                continue
+            raise FrankenError(f"{what}: source has no tensor {name!r}: the models' architectures differ")
+        s = src_tensors[name]
+        if s is not None and t is not None and tuple(s.shape) != tuple(t.shape):
+            raise FrankenError(
+                f"{what}: incompatible shapes for {name!r}: {tuple(s.shape)} in the source, {tuple(t.shape)} "
+                "expected by the frankenmodel (sources must share architecture and hidden size)"
+            )
+        owner_name, _, leaf = name.rpartition(".")
+        owner = dst.get_submodule(owner_name) if owner_name else dst
+        getattr(owner, slot)[leaf] = s
+
+
+def _check_compatible(sources: Mapping[str | None, nn.Module], head: str | None) -> None:
+    ref = sources[head].config
+    for alias, m in sources.items():
+        c = m.config
+        for key in ("model_type", "hidden_size"):
+            if getattr(c, key, None) != getattr(ref, key, None):
+                raise FrankenError(
+                    f"source {alias or 'default'!r} has {key}={getattr(c, key, None)!r} but the head source has "
+                    f"{getattr(ref, key, None)!r}: multi-source stacks need one architecture and hidden size"
+                )
+
+
+def build_frankenmodel(
+    base: nn.Module | Mapping[str | None, nn.Module],
+    plan: LayerPlan | str,
+    head_source: str | None = None,
+) -> nn.Module:
+    """Build a zero-copy frankenmodel.
+
+    `base` is one model, or a mapping alias → model for multi-source stacks (alias ``None`` is the default
+    source). Embeddings, final norm and head come from `head_source` (the default source unless named).
+    """
+    plan = coerce_plan(plan)
+    sources = dict(base) if isinstance(base, Mapping) else {None: base}
+    if None not in sources:
+        raise FrankenError("multi-source stacks need a default source (alias None)")
+    if head_source not in sources:
+        raise FrankenError(f"head source {head_source!r} was not given (sources: {list(sources)})")
+    plan.validate({alias: int(m.config.num_hidden_layers) for alias, m in sources.items()})
+    _check_compatible(sources, head_source)
+    head = sources[head_source]
+
+    cfg = copy.deepcopy(head.config)
+    cfg.num_hidden_layers = len(plan)
+    layer_types = [getattr(sources[r.source].config, "layer_types", None) for r in plan]
+    if getattr(cfg, "layer_types", None) is not None:
+        if any(lt is None for lt in layer_types):
+            raise FrankenError("sources disagree on per-layer attention types (layer_types)")
+        cfg.layer_types = [lt[r.layer] for lt, r in zip(layer_types, plan)]
+    if hasattr(cfg, "max_window_layers") and getattr(cfg, "use_sliding_window", False):
+        raise FrankenError("qwen2 configs with use_sliding_window=True are not supported")
+
+    with torch.device("meta"):
+        fm = type(head)._from_config(cfg, dtype=head.dtype)
+    # everything but the decoder layers comes from the head source
+    _bind(fm, head, "head/embeddings", skip_prefix="model.layers.")
+    layers = decoder_layers(fm)
+    for pos, r in enumerate(plan):
+        src_layer = decoder_layers(sources[r.source])[r.layer]
+        _bind(layers[pos], src_layer, f"position {pos} (layer {r.layer} of source {r.source or 'default'!r})")
+        if r.sublayer == "attn":
+            setattr(layers[pos], MLP_ATTR, ZeroMLP())
+        elif r.sublayer == "mlp":
+            setattr(layers[pos], ATTN_ATTR, ZeroAttention(pos))
+    left = [n for n, t, _ in _named_tensors(fm) if t is not None and t.is_meta]
+    if left:
+        raise FrankenError(f"internal: frankenmodel tensors left unbound: {left[:5]}")
+    fm.generation_config = copy.deepcopy(head.generation_config)
+    fm.eval()
+    fm.frankenlm_plan = plan
+    return fm
+
+
+def check_layer_types(fm: nn.Module) -> None:
+    """Assert each position's attention type matches the config (the gemma3 pitfall)."""
+    types = getattr(fm.config, "layer_types", None)
+    if types is None:
+        return
+    for pos, layer in enumerate(decoder_layers(fm)):
+        attn = getattr(layer, ATTN_ATTR)
+        lt = getattr(attn, "layer_type", None) or getattr(layer, "attention_type", None)
+        if lt is not None and lt != types[pos]:
+            raise AssertionError(f"position {pos}: layer type {lt} != config {types[pos]}")
+
+
+def storage_ptrs(*models: nn.Module) -> dict[int, int]:
+    """Unique parameter storages (data pointer → bytes) across models: shared tensors count once."""
+    out: dict[int, int] = {}
+    for m in models:
+        for p in m.parameters(recurse=True):
+            s = p.untyped_storage()
+            out[s.data_ptr()] = s.nbytes()
+    return out
+
+
+def plan_refs(fm: nn.Module) -> tuple[LayerRef, ...]:
+    return tuple(getattr(fm, "frankenlm_plan").refs)

@@ -1,0 +1,197 @@
+"""One loader for every model source: a zoo name, a `.gguf` file, a local HF directory, or a Hugging Face id.
+
+GGUF sources (zoo models included) are converted once to a safetensors directory under the cache, keyed by the
+GGUF's SHA-256, so later loads take well under a second. Every loaded model carries a `digest` that identifies
+its weights, used to key stored results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import zoo
+from .errors import FrankenError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_CACHE_VERSION = 1
+
+
+@dataclass
+class LoadedModel:
+    """A base model ready to use: the transformers model, its tokenizer and a digest of its weights."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    digest: str
+    path: str  # a directory plain `from_pretrained` can load
+
+    @property
+    def depth(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise FrankenError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def parse_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise FrankenError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise FrankenError(f"unsupported device {device!r}: use cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FrankenError(f"device {device!r} was asked for but this machine has no CUDA GPU: use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise FrankenError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return dev
+
+
+def _quiet_transformers():
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*packed.*float32.*")
+
+
+def _check_gguf_header(path: Path) -> None:
+    if not path.is_file():
+        raise FrankenError(f"GGUF file {str(path)!r} does not exist")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise FrankenError(f"{str(path)!r} is not a GGUF file (its first bytes are {magic!r}, expected b'GGUF')")
+
+
+def _convert_gguf(path: Path, digest: str) -> Path:
+    """Load a GGUF with transformers (dequantized to fp32) and save a safetensors copy in the cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = zoo.cache_root() / "hf" / digest[:24]
+    marker = out / "frankenlm.json"
+    if marker.exists():
+        return out
+    _check_gguf_header(path)
+    _quiet_transformers()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as e:  # the GGUF reader fails in many ways on truncated/corrupt files
+        raise FrankenError(f"cannot read GGUF {str(path)!r} (truncated or corrupt?): {type(e).__name__}: {e}") from None
+    if getattr(model, "hf_quantizer", None) is not None:
+        del model.hf_quantizer
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    (tmp / "frankenlm.json").write_text(
+        json.dumps({"source": str(path), "sha256": digest, "cache_version": _CACHE_VERSION})
+    )
+    if out.exists():  # another process won the race
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        return out
+    tmp.replace(out)
+    return out
+
+
+def _dir_digest(path: Path) -> str:
+    """Digest of a local HF directory's config and weights (file contents for small dirs, names+sizes otherwise)."""
+    marker = path / "frankenlm.json"
+    if marker.exists():
+        return json.loads(marker.read_text())["sha256"]
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".json") and f.is_file():
+            h.update(f.name.encode())
+            if f.stat().st_size < 2_000_000_000:
+                h.update(zoo.sha256_file(f).encode())
+            else:
+                h.update(str(f.stat().st_size).encode())
+    return h.hexdigest()
+
+
+def resolve(source: str) -> tuple[str, Path, str]:
+    """(display name, HF directory, digest) for a model source, converting GGUFs on first use."""
+    if source in zoo.ZOO:
+        gguf = zoo.gguf_path(source)
+        digest = zoo.ZOO[source].sha256
+        return source, _convert_gguf(gguf, digest), digest
+    p = Path(source).expanduser()
+    if source.endswith(".gguf") or (p.is_file() and p.suffix == ".gguf"):
+        _check_gguf_header(p)
+        digest = zoo.sha256_file(p)
+        return p.name, _convert_gguf(p.resolve(), digest), digest
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise FrankenError(f"directory {source!r} has no config.json: it is not a Hugging Face model directory")
+        return p.name, p, _dir_digest(p)
+    if "/" in source and not p.exists():
+        return source, Path(_hub_download(source)), ""
+    raise FrankenError(
+        f"unknown model {source!r}: give a zoo name ({', '.join(zoo.ZOO)}), a .gguf file, a model directory "
+        "or a Hugging Face id (org/name)"
+    )
+
+
+def _hub_download(repo_id: str) -> str:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+    except Exception as e:
+        raise FrankenError(f"cannot fetch {repo_id!r} from the Hugging Face hub ({type(e).__name__}): offline?") from None
+
+
+def load_model(
+    source: str, dtype: str | torch.dtype = torch.float32, device: str | torch.device | None = "cpu"
+) -> LoadedModel:
+    """Load a base model and tokenizer from any supported source."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dt = parse_dtype(dtype)
+    dev = parse_device(device)
+    name, path, digest = resolve(source)
+    _quiet_transformers()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt)
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:
+        raise FrankenError(f"cannot load model from {str(path)!r}: {type(e).__name__}: {e}") from None
+    if not digest:
+        digest = _dir_digest(path)
+    model.to(dev)
+    model.eval()
+    model.requires_grad_(False)
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(model, tok, name, digest, str(path))
+
+
+def set_threads(n: int | None) -> None:
+    """Limit torch's CPU threads (n=None keeps torch's default)."""
+    if n:
+        torch.set_num_threads(int(n))
+        os.environ.setdefault("OMP_NUM_THREADS", str(n))
