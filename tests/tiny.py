@@ -65,3 +65,103 @@ def cached_logits(model, ids: torch.Tensor, prefill: int = 5) -> torch.Tensor:
         cache = out.cache
         chunks.append(out.logits)
     return torch.cat(chunks, dim=1)
+
+
+# ------------------------------------------------------------------------------------------ GGUF round trips
+
+
+def tiny_model_gguf_ready(arch: str, seed: int = 0, depth: int = DEPTH):
+    """Like `tiny_model`, but with every config value a GGUF can carry: gemma3 gets the layer types a GGUF
+    reader infers from the layer index (every 6th layer full attention) instead of tiny_model's period of 3."""
+    if arch != "gemma3":
+        return tiny_model(arch, seed=seed, depth=depth)
+    torch.manual_seed(seed)
+    cfg = Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=depth,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        head_dim=8,
+        sliding_window=4,
+    )
+    m = Gemma3ForCausalLM(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    m.config._attn_implementation = "eager"
+    return m.eval().requires_grad_(False)
+
+
+def _llama_permute(w, n_head: int):
+    """llama.cpp's convert_hf_to_gguf q/k permutation (the inverse of transformers' `_reverse_permute_weights`)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_gguf(model, path) -> None:
+    """Write a tiny llama/qwen2/gemma3 model as an F32 GGUF the way llama.cpp's converter would: gguf's tensor
+    name map, llama's q/k permutation, gemma's norm weights stored as 1 + w, no tokenizer."""
+    import gguf
+
+    cfg = model.config
+    arch = {"llama": "llama", "qwen2": "qwen2", "gemma3_text": "gemma3"}[cfg.model_type]
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_string("general.name", f"tiny-{arch}")
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    rope = cfg.rope_parameters
+    if arch == "gemma3":
+        w.add_rope_freq_base(rope["full_attention"]["rope_theta"])
+        w.add_key_length(cfg.head_dim)
+        w.add_value_length(cfg.head_dim)
+        w.add_sliding_window(cfg.sliding_window)
+    else:
+        w.add_rope_freq_base(rope["rope_theta"])
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    if arch == "llama":
+        w.add_rope_dimension_count(head_dim)
+    names = gguf.get_tensor_name_map(
+        next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch), cfg.num_hidden_layers
+    )
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    for name, t in model.state_dict().items():
+        if tied and name == "lm_head.weight":
+            continue
+        gname = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        assert gname is not None, name
+        a = t.detach().float().numpy().copy()
+        if arch == "llama" and ".attn_q." in gname:
+            a = _llama_permute(a, cfg.num_attention_heads)
+        elif arch == "llama" and ".attn_k." in gname:
+            a = _llama_permute(a, cfg.num_key_value_heads)
+        if arch == "gemma3" and "norm.weight" in gname:
+            a = a + 1.0
+        w.add_tensor(gname, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def load_gguf(path, dtype=torch.float32):
+    """Load a GGUF file with plain transformers (dequantized), eager attention, eval mode."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    p = Path(path)
+    m = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype)
+    if getattr(m, "hf_quantizer", None) is not None:
+        del m.hf_quantizer
+    if hasattr(m.config, "quantization_config"):
+        del m.config.quantization_config
+    m.config._attn_implementation = "eager"
+    return m.eval().requires_grad_(False)

@@ -195,3 +195,17 @@ def set_threads(n: int | None) -> None:
     if n:
         torch.set_num_threads(int(n))
         os.environ.setdefault("OMP_NUM_THREADS", str(n))
+
+
+def gguf_source_path(source: str) -> Path:
+    """The GGUF file behind a zoo name or a .gguf path (GGUF exports copy tensors from it)."""
+    if source in zoo.ZOO:
+        return zoo.gguf_path(source)
+    p = Path(source).expanduser()
+    if p.suffix == ".gguf":
+        _check_gguf_header(p)
+        return p
+    raise FrankenError(
+        f"GGUF export needs a GGUF source, and {source!r} is not one: export with --format hf and convert with "
+        "llama.cpp's convert_hf_to_gguf.py"
+    )

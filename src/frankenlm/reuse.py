@@ -1,0 +1,116 @@
+"""Prefix reuse: hidden states before the first layer a plan changes come from the base model's pass.
+
+A plan whose first k positions are the base's layers 0..k-1 computes exactly what the base computes up to
+layer k. `PrefixCache.base_forward` runs the base model once per input batch and keeps the hidden state
+entering each needed layer; `forward_for(plan)` then runs only the plan's suffix (a zero-copy frankenmodel of
+positions k..end fed with `inputs_embeds` = that state). Every other input (positions, masks, per-layer
+attention types) is the same, so the logits are identical to a full forward pass of the frankenmodel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .frankenmodel import build_frankenmodel, decoder_layers
+from .plan import LayerPlan, LayerRef
+
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def base_prefix_length(plan: LayerPlan) -> int:
+    """How many leading positions equal the base model's layers 0..k-1 (whole blocks, default source)."""
+    k = 0
+    for pos, r in enumerate(plan.refs):
+        if r != LayerRef(pos):
+            break
+        k += 1
+    return min(k, len(plan) - 1)  # keep at least one position to run
+
+
+def batch_key(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> str:
+    h = hashlib.sha1(input_ids.detach().cpu().numpy().tobytes())
+    h.update(str(tuple(input_ids.shape)).encode())
+    if attention_mask is not None:
+        h.update(attention_mask.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def plain_forward(model: nn.Module) -> Forward:
+    def fwd(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    return fwd
+
+
+class PrefixCache:
+    """Hidden states of the base model entering the layers in `boundaries`, per input batch."""
+
+    def __init__(self, base: nn.Module, boundaries: set[int] | None = None):
+        self.base = base
+        depth = int(base.config.num_hidden_layers)
+        self.boundaries = set(range(depth)) if boundaries is None else set(boundaries)
+        self.states: dict[str, dict[int, torch.Tensor]] = {}
+        self._suffix_models: dict[str, nn.Module] = {}
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for d in self.states.values() for t in d.values())
+
+    @torch.inference_mode()
+    def base_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The base model's logits; records the hidden state entering each boundary layer."""
+        captured: dict[int, torch.Tensor] = {}
+        hooks = []
+        for k, layer in enumerate(decoder_layers(self.base)):
+            if k in self.boundaries:
+
+                def hook(mod, args, kwargs, k=k):
+                    h = args[0] if args else kwargs["hidden_states"]
+                    captured[k] = h.detach().clone()
+
+                hooks.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+        try:
+            logits = self.base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        finally:
+            for h in hooks:
+                h.remove()
+        self.states[batch_key(input_ids, attention_mask)] = captured
+        return logits
+
+    def suffix_model(self, plan: LayerPlan, k: int) -> nn.Module:
+        key = f"{plan}@{k}"
+        if key not in self._suffix_models:
+            self._suffix_models.clear()  # one plan at a time: models are cheap views
+            self._suffix_models[key] = build_frankenmodel(self.base, LayerPlan(plan.refs[k:]))
+        return self._suffix_models[key]
+
+    def forward_for(self, plan: LayerPlan) -> tuple[Forward, int]:
+        """A forward function for `plan` that reuses cached base states; also returns the prefix length used."""
+        k = base_prefix_length(plan)
+        usable = [b for b in self.boundaries if b <= k]
+        k = max(usable) if usable else 0
+        if k == 0:
+            fm = build_frankenmodel(self.base, plan)
+            return plain_forward(fm), 0
+        suffix = self.suffix_model(plan, k)
+
+        @torch.inference_mode()
+        def fwd(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            key = batch_key(input_ids, attention_mask)
+            if key not in self.states:
+                self.base_forward(input_ids, attention_mask)
+            h = self.states[key][k]
+            return suffix(inputs_embeds=h, attention_mask=attention_mask, use_cache=False).logits
+
+        return fwd, k
+
+    def drop_boundaries(self, keep: set[int]) -> None:
+        """Free states of boundaries no remaining plan needs."""
+        for d in self.states.values():
+            for b in list(d):
+                if b not in keep:
+                    del d[b]
+        self.boundaries &= set(keep)

@@ -1,0 +1,171 @@
+"""The results store: SQLite (WAL), one row per unit of work with its per-item results.
+
+A row is keyed by a digest of everything that determines it — model weights, plan, task, the exact item set
+(a slice of a task's items), dtype and scoring version — so a study is a query plus the missing rows to
+compute, and resuming is the normal path. Each row is written in one transaction: a process killed at any
+moment loses at most the unit in flight and never leaves a half-written row. Processes sharing a store claim
+units before computing them, so two of them do not duplicate work (a claim older than its lease is taken over:
+its owner is presumed dead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+SCORING_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    model_digest TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_set TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    scoring_version TEXT NOT NULL,
+    n_items INTEGER NOT NULL,
+    items TEXT NOT NULL,          -- JSON list of per-item results
+    meta TEXT NOT NULL,           -- JSON: timings, tokens, worker
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_by_plan ON results (model_digest, task, dtype, plan);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    claimed REAL NOT NULL
+);
+"""
+
+
+def unit_key(model_digest: str, plan: str, task: str, item_set: str, dtype: str, version: str = SCORING_VERSION) -> str:
+    payload = json.dumps([model_digest, plan, task, item_set, dtype, version])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def item_set_digest(task: str, item_ids: Iterable[str]) -> str:
+    h = hashlib.sha256(task.encode())
+    for i in item_ids:
+        h.update(b"\0" + str(i).encode())
+    return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: a plan scored on one item set of one task."""
+
+    model_digest: str
+    plan: str
+    task: str
+    item_set: str
+    dtype: str
+
+    @property
+    def key(self) -> str:
+        return unit_key(self.model_digest, self.plan, self.task, self.item_set, self.dtype)
+
+
+class Store:
+    """A SQLite results store safe for concurrent processes (one connection per process)."""
+
+    def __init__(self, path: str | Path, lease_seconds: float = 600.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lease = lease_seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+        self.db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---------------------------------------------------------------------------------------- reading
+    def get(self, unit: Unit) -> list[dict] | None:
+        row = self.db.execute("SELECT items FROM results WHERE key=?", (unit.key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def has(self, unit: Unit) -> bool:
+        return self.db.execute("SELECT 1 FROM results WHERE key=?", (unit.key,)).fetchone() is not None
+
+    def done_keys(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        out: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            q = f"SELECT key FROM results WHERE key IN ({','.join('?' * len(chunk))})"
+            out.update(r[0] for r in self.db.execute(q, chunk))
+        return out
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    def rows(self) -> list[tuple]:
+        return self.db.execute(
+            "SELECT key, model_digest, plan, task, item_set, dtype, n_items FROM results ORDER BY key"
+        ).fetchall()
+
+    def meta(self, unit: Unit) -> dict | None:
+        row = self.db.execute("SELECT meta FROM results WHERE key=?", (unit.key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    # ---------------------------------------------------------------------------------------- writing
+    def put(self, unit: Unit, items: list[dict], meta: dict | None = None) -> None:
+        """Write a finished unit atomically (a second write of the same unit is ignored) and drop its claim."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(
+                "INSERT OR IGNORE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    unit.key,
+                    unit.model_digest,
+                    unit.plan,
+                    unit.task,
+                    unit.item_set,
+                    unit.dtype,
+                    SCORING_VERSION,
+                    len(items),
+                    json.dumps(items),
+                    json.dumps(meta or {}),
+                    time.time(),
+                ),
+            )
+            self.db.execute("DELETE FROM claims WHERE key=?", (unit.key,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def claim(self, unit: Unit) -> bool:
+        """Claim a unit for this process; False if it is done or claimed by a live owner."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if self.db.execute("SELECT 1 FROM results WHERE key=?", (unit.key,)).fetchone():
+                self.db.execute("COMMIT")
+                return False
+            row = self.db.execute("SELECT owner, claimed FROM claims WHERE key=?", (unit.key,)).fetchone()
+            if row is not None and row[0] != self.owner and now - row[1] < self.lease:
+                self.db.execute("COMMIT")
+                return False
+            self.db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?)", (unit.key, self.owner, now))
+            self.db.execute("COMMIT")
+            return True
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def release(self, unit: Unit) -> None:
+        self.db.execute("DELETE FROM claims WHERE key=? AND owner=?", (unit.key, self.owner))
+
+    def claimed_by_others(self, unit: Unit) -> bool:
+        row = self.db.execute("SELECT owner, claimed FROM claims WHERE key=?", (unit.key,)).fetchone()
+        return row is not None and row[0] != self.owner and time.time() - row[1] < self.lease

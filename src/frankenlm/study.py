@@ -1,0 +1,360 @@
+"""The study engine: sweeps over layer plans with prefix reuse, early stopping, a resumable store and held-out
+confirmation.
+
+Work is cut into units — one plan scored on one slice of one task's items — each written to the store in one
+transaction. Per slice, the base model runs once (recording the hidden states each plan needs), then every live
+plan runs only the layers after its first change. After each slice but the last, plans whose paired interval
+shows them clearly worse than the base stop (racing); they keep the estimate from the slices they saw. Plans
+are ranked on the search items only; the top ones are re-measured on held-out items and re-checked in fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from . import analysis, designs
+from .costs import plan_costs
+from .designs import Config
+from .errors import FrankenError
+from .loading import LoadedModel, load_model
+from .presets import DesignSpec, StudySpec, TaskBudget
+from .reuse import PrefixCache, base_prefix_length, plain_forward
+from .store import Store, Unit, item_set_digest
+from .tasks import get_task
+from .tasks.base import Doc
+
+Progress = Callable[[str, int], None]  # (description, units done) callback
+
+
+# ------------------------------------------------------------------------------------------- item selection
+
+
+@dataclass
+class TaskItems:
+    task: str
+    primary: str
+    higher_is_better: bool
+    search_slices: list[list[Doc]]
+    heldout: list[Doc]
+    search_tokens: int
+
+    @property
+    def search(self) -> list[Doc]:
+        return [d for s in self.search_slices for d in s]
+
+
+def _doc_tokens(doc: Doc, tokenizer) -> int:
+    text = getattr(doc.requests[0], "text", None)
+    if text is None:
+        r = doc.requests[0]
+        text = getattr(r, "context", "") + getattr(r, "continuation", "")
+    return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def _take(docs: list[Doc], tokenizer, tokens: int | None, items: int | None) -> tuple[list[Doc], int]:
+    if items is not None:
+        chosen = docs[:items]
+        return chosen, sum(_doc_tokens(d, tokenizer) for d in chosen)
+    out, total = [], 0
+    for d in docs:
+        if tokens is not None and total >= tokens:
+            break
+        out.append(d)
+        total += _doc_tokens(d, tokenizer)
+    return out, total
+
+
+def _shuffled(docs: list[Doc], seed: int) -> list[Doc]:
+    order = np.random.default_rng(seed).permutation(len(docs))
+    return [docs[i] for i in order]
+
+
+def select_items(budget: TaskBudget, tokenizer, slices: int, seed: int) -> TaskItems:
+    task = get_task(budget.name)
+    primary, hib = analysis.primary_metric(task)
+    search = _shuffled(task.load_docs(split="search"), seed)
+    heldout = _shuffled(task.load_docs(split="heldout"), seed)
+    search, ntok = _take(search, tokenizer, budget.search_tokens, budget.search_items)
+    heldout, _ = _take(heldout, tokenizer, budget.heldout_tokens, budget.heldout_items)
+    if len(search) < slices:
+        raise FrankenError(f"task {budget.name}: {len(search)} search items cannot fill {slices} slices")
+    parts = [list(p) for p in np.array_split(np.arange(len(search)), slices)]
+    return TaskItems(budget.name, primary, hib, [[search[i] for i in p] for p in parts], heldout, ntok)
+
+
+# ------------------------------------------------------------------------------------------- configs
+
+
+def _design_configs(d: DesignSpec, depth: int, custom_path: str | None = None) -> list[Config]:
+    a = dict(d.args)
+    if "fraction_every" in a:  # sizes preset: the same normalised positions at every depth
+        a["every"] = max(1, round(depth * a.pop("fraction_every")))
+    if "fraction_stride" in a:
+        a["stride"] = max(1, round(depth * a.pop("fraction_stride")))
+    if d.name == "repeat-layer":
+        return designs.repeat_layer(depth, **a)
+    if d.name == "repeat-block":
+        return designs.repeat_block(depth, **a)
+    if d.name == "sublayer":
+        return designs.sublayer(depth, **a)
+    if d.name == "custom":
+        return designs.custom(a["path"], depth)
+    raise FrankenError(f"unknown design {d.name!r}: use repeat-layer, repeat-block, sublayer or custom")
+
+
+def study_configs(spec: StudySpec, depth: int) -> list[Config]:
+    out: list[Config] = []
+    for d in spec.designs:
+        out.extend(_design_configs(d, depth))
+    return designs.dedupe([c for c in out if c.text != str(designs.base_config(depth).plan)])
+
+
+# ------------------------------------------------------------------------------------------- scoring
+
+
+def score_docs(lm: LoadedModel, docs: list[Doc], forward, spec: StudySpec) -> list[dict]:
+    """Per-item results of `docs` with model calls going through `forward`."""
+    from .evaluator import score_docs as _score
+
+    items = _score(
+        lm.model,
+        lm.tokenizer,
+        docs,
+        forward=forward,
+        batch_size=spec.batch_size,
+        max_length=spec.context_length,
+    )
+    return [{"item_id": r.item_id, "metrics": r.metrics, "extras": r.extras} for r in items]
+
+
+class Sweep:
+    """Runs the units of one model and one task, in-process, against a store."""
+
+    def __init__(self, spec: StudySpec, lm: LoadedModel, store: Store, dtype: str, progress: Progress | None = None):
+        self.spec, self.lm, self.store, self.dtype = spec, lm, store, dtype
+        self.progress = progress or (lambda desc, n: None)
+        self.computed = 0  # units this process computed
+
+    def unit(self, plan: str, task: str, docs: list[Doc]) -> Unit:
+        return Unit(self.lm.digest, plan, task, item_set_digest(task, [d.item_id for d in docs]), self.dtype)
+
+    def run_slice(self, task: str, docs: list[Doc], plans: list[str], *, reuse: bool = True) -> None:
+        """Score `plans` (and the base) on `docs`, skipping stored units; base first, then by shared prefix."""
+        from .plan import parse_plan
+
+        base_text = str(designs.base_config(self.lm.depth).plan)
+        todo = [p for p in dict.fromkeys([base_text, *plans]) if not self.store.has(self.unit(p, task, docs))]
+        if not todo:
+            return
+        parsed = {p: parse_plan(p) for p in todo}
+        prefix = {p: base_prefix_length(parsed[p]) for p in todo}
+        cache = PrefixCache(self.lm.model, {prefix[p] for p in todo if p != base_text}) if reuse else None
+        # the base pass records the hidden states every plan of this slice reuses
+        base_fwd = cache.base_forward if cache is not None else plain_forward(self.lm.model)
+        base_unit = self.unit(base_text, task, docs)
+        t0 = time.perf_counter()
+        base_items = score_docs(self.lm, docs, base_fwd, self.spec)
+        if not self.store.has(base_unit) and self.store.claim(base_unit):
+            self._put(base_unit, base_items, time.perf_counter() - t0, 0)
+        rest = sorted((p for p in todo if p != base_text), key=lambda p: -prefix[p])
+        for n, p in enumerate(rest):
+            u = self.unit(p, task, docs)
+            if not self.store.claim(u):
+                continue
+            t0 = time.perf_counter()
+            try:
+                if cache is not None:
+                    fwd, k = cache.forward_for(parsed[p])
+                else:
+                    from .frankenmodel import build_frankenmodel
+
+                    fwd, k = plain_forward(build_frankenmodel(self.lm.model, parsed[p])), 0
+                items = score_docs(self.lm, docs, fwd, self.spec)
+            except BaseException:
+                self.store.release(u)
+                raise
+            self._put(u, items, time.perf_counter() - t0, k)
+            if cache is not None:
+                cache.drop_boundaries({prefix[q] for q in rest[n + 1 :]})
+
+    def _put(self, u: Unit, items: list[dict], seconds: float, prefix: int) -> None:
+        self.store.put(u, items, {"seconds": seconds, "prefix_reused": prefix})
+        self.computed += 1
+        self.progress(f"{u.task} {u.plan}", 1)
+
+    def wait_for(self, units: Iterable[Unit], poll: float = 2.0) -> None:
+        """Block until other processes finish the given units (or their claims lapse: then compute them here)."""
+        units = list(units)
+        while True:
+            missing = [u for u in units if not self.store.has(u)]
+            if not missing:
+                return
+            if not any(self.store.claimed_by_others(u) for u in missing):
+                return  # nobody works on them: the caller computes what is missing
+            time.sleep(poll)
+
+
+# ------------------------------------------------------------------------------------------- the study
+
+
+def run_sweep(
+    spec: StudySpec,
+    lm: LoadedModel,
+    items: TaskItems,
+    configs: list[Config],
+    store: Store,
+    progress: Progress | None = None,
+    reuse: bool = True,
+    early_stopping: bool = True,
+) -> dict[str, int]:
+    """Search phase for one model and task. Returns {plan: slices seen} (fewer than all = stopped early)."""
+    sweep = Sweep(spec, lm, store, spec.dtype, progress)
+    base_text = str(designs.base_config(lm.depth).plan)
+    alive = [c.text for c in configs]
+    seen: dict[str, int] = {p: 0 for p in alive}
+    es = spec.early_stopping if early_stopping else None
+    n = len(items.search_slices)
+    for s, docs in enumerate(items.search_slices):
+        for _ in range(2):  # second round picks up units whose claims lapsed while we waited
+            sweep.run_slice(items.task, docs, alive, reuse=reuse)
+            sweep.wait_for(sweep.unit(p, items.task, docs) for p in [base_text, *alive])
+        for p in alive:
+            seen[p] = s + 1
+        if es is not None and s + 1 < n and s + 1 >= es.min_slices:
+            keep = []
+            base_items = _collect(sweep, base_text, items, s + 1)
+            for p in alive:
+                cfg_items = _collect(sweep, p, items, s + 1)
+                cmp = analysis.compare(items.task, items.primary, items.higher_is_better, base_items, cfg_items,
+                                       level=es.level)
+                if cmp["ci_high"] < 0:  # clearly worse than the base: stop racing it
+                    continue
+                keep.append(p)
+            alive = keep
+    return seen
+
+
+def _collect(sweep: Sweep, plan: str, items: TaskItems, n_slices: int) -> list[dict]:
+    out: list[dict] = []
+    for docs in items.search_slices[:n_slices]:
+        got = sweep.store.get(sweep.unit(plan, items.task, docs))
+        if got is None:
+            raise RuntimeError(f"unit missing from store: {plan} on {items.task}")
+        out.extend(got)
+    return out
+
+
+def run_study(
+    spec: StudySpec,
+    run_dir: Path,
+    *,
+    device: str = "cpu",
+    store_path: Path | None = None,
+    progress_factory=None,
+    log: Callable[[str], None] = print,
+    command: str = "",
+) -> Path:
+    """Run (or resume) a study into `run_dir` and write its report. Returns the report path."""
+    from . import report
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_file = run_dir / "spec.json"
+    if spec_file.exists():
+        old = StudySpec.from_json(spec_file.read_text())
+        if old.to_json() != spec.to_json():
+            raise FrankenError(
+                f"{run_dir} holds a different study (preset {old.preset!r}, models {old.models}): "
+                "use another --out or the same options"
+            )
+    else:
+        spec_file.write_text(spec.to_json())
+    store = Store(store_path or run_dir / "results.sqlite")
+    manifest: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": {}, "timings": {}, "command": command}
+    t_all = time.perf_counter()
+    for model_name in spec.models:
+        t0 = time.perf_counter()
+        lm = load_model(model_name, dtype=spec.dtype, device=device)
+        depth = lm.depth
+        configs = study_configs(spec, depth)
+        model_info = {
+            "name": lm.name,
+            "digest": lm.digest,
+            "depth": depth,
+            "params": int(sum(p.numel() for p in lm.model.parameters())),
+            "configs": [{"plan": c.text, "design": c.design, **c.params} for c in configs],
+            "costs": {
+                c.text: plan_costs(lm.model, c.plan, context=spec.context_length).as_dict()
+                for c in [designs.base_config(depth), *configs]
+            },
+            "tasks": {},
+        }
+        for budget in spec.tasks:
+            items = select_items(budget, lm.tokenizer, spec.slices, spec.seed)
+            model_info["tasks"][budget.name] = {
+                "primary": items.primary,
+                "higher_is_better": items.higher_is_better,
+                "slices": [[d.item_id for d in s] for s in items.search_slices],
+                "heldout": [d.item_id for d in items.heldout],
+                "search_tokens": items.search_tokens,
+            }
+            (run_dir / "manifest.json").write_text(json.dumps({**manifest, "models": {**manifest["models"],
+                                                                                      lm.name: model_info}}))
+            bar = progress_factory(f"{lm.name} · {budget.name} · search", len(configs) + 1) if progress_factory else None
+            seen = run_sweep(spec, lm, items, configs, store, progress=bar)
+            if bar:
+                bar(None, -1)
+            # rank on search items; re-measure the top on held-out items
+            ranked = analysis.rank_search(store, lm.digest, spec.dtype, items, seen, depth)
+            top = [p for p in ranked[: spec.heldout_top_k]]
+            sweep = Sweep(spec, lm, store, spec.dtype)
+            log(f"{lm.name} · {budget.name}: held-out check of the top {len(top)}")
+            sweep.run_slice(items.task, items.heldout, top, reuse=True)
+            model_info["tasks"][budget.name]["heldout_plans"] = top
+            model_info["tasks"][budget.name]["fp32_plans"] = top[: spec.fp32_top_k]
+        manifest["models"][lm.name] = model_info
+        manifest["timings"][f"{lm.name}/search+heldout"] = time.perf_counter() - t0
+        (run_dir / "manifest.json").write_text(json.dumps(manifest))
+        # fp32 re-check of the top configurations on the search items
+        if spec.fp32_top_k and spec.dtype != "float32":
+            t0 = time.perf_counter()
+            del lm
+            lm32 = load_model(model_name, dtype="float32", device=device)
+            sweep = Sweep(spec, lm32, store, "float32")
+            for budget in spec.tasks:
+                info = model_info["tasks"][budget.name]
+                items = select_items(budget, lm32.tokenizer, spec.slices, spec.seed)
+                log(f"{lm32.name} · {budget.name}: fp32 re-check of the top {len(info['fp32_plans'])}")
+                for docs in items.search_slices:
+                    sweep.run_slice(items.task, docs, info["fp32_plans"], reuse=True)
+            manifest["timings"][f"{model_name}/fp32"] = time.perf_counter() - t0
+            del lm32
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    manifest["timings"]["total"] = time.perf_counter() - t_all
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    analysis.write_results(run_dir, store)
+    store.close()
+    return report.write_report(run_dir)
+
+
+def rewrite_report(run_dir: Path) -> Path:
+    """Recompute the results table from the store and re-write the report (no model is loaded)."""
+    from . import report
+
+    run_dir = Path(run_dir)
+    for f in ("spec.json", "manifest.json", "results.sqlite"):
+        if not (run_dir / f).exists():
+            raise FrankenError(f"{run_dir} is not a study run directory: {f} is missing")
+    store = Store(run_dir / "results.sqlite")
+    try:
+        analysis.write_results(run_dir, store)
+    finally:
+        store.close()
+    return report.write_report(run_dir)

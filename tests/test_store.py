@@ -1,0 +1,66 @@
+import multiprocessing as mp
+import sqlite3
+import time
+
+from frankenlm.store import Store, Unit, item_set_digest
+
+
+def unit(plan="0..3", task="t", items=("a", "b"), dtype="bfloat16", digest="d" * 8):
+    return Unit(digest, plan, task, item_set_digest(task, items), dtype)
+
+
+def test_key_depends_on_every_field():
+    u = unit()
+    variants = [unit(plan="0..4"), unit(task="u"), unit(items=("a", "c")), unit(dtype="float32"), unit(digest="e")]
+    assert len({u.key, *(v.key for v in variants)}) == 6
+    assert unit().key == u.key
+
+
+def test_put_get_and_idempotent_second_write(tmp_path):
+    s = Store(tmp_path / "r.sqlite")
+    u = unit()
+    assert s.get(u) is None
+    s.put(u, [{"item_id": "a", "metrics": {"acc": 1.0}}])
+    s.put(u, [{"item_id": "a", "metrics": {"acc": 0.0}}])  # ignored: the first result stands
+    assert s.get(u) == [{"item_id": "a", "metrics": {"acc": 1.0}}]
+    assert s.count() == 1
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_claims_exclude_live_owners_and_lapse(tmp_path):
+    a = Store(tmp_path / "r.sqlite", lease_seconds=0.5)
+    b = Store(tmp_path / "r.sqlite", lease_seconds=0.5)
+    u = unit()
+    assert a.claim(u)
+    assert not b.claim(u)
+    assert b.claimed_by_others(u)
+    time.sleep(0.6)  # a's claim lapses: a is presumed dead
+    assert b.claim(u)
+    b.put(u, [])
+    assert not a.claim(u)  # done units are never claimed again
+
+
+def _worker(path, n_units, out):
+    s = Store(path)
+    got = []
+    for k in range(n_units):
+        u = unit(plan=f"0..{k}")
+        if s.claim(u):
+            time.sleep(0.01)
+            s.put(u, [{"item_id": "x", "who": s.owner}])
+            got.append(k)
+    out.put(got)
+
+
+def test_two_processes_do_not_duplicate_work(tmp_path):
+    path = tmp_path / "r.sqlite"
+    Store(path).close()
+    q = mp.get_context("spawn").Queue()
+    procs = [mp.get_context("spawn").Process(target=_worker, args=(path, 40, q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert sorted(results[0] + results[1]) == list(range(40))  # each unit computed exactly once
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM results").fetchone()[0] == 40
