@@ -246,6 +246,7 @@ def study(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help="race configurations"),
     store: Optional[Path] = typer.Option(None, help="results store (default RUN_DIR/results.sqlite)"),
+    spec_file: Optional[Path] = typer.Option(None, "--spec", help="a study spec JSON (instead of a preset)"),
 ) -> None:
     """Run a study: sweep layer plans, rank on search items, confirm on held-out items, write the report."""
     from .loading import parse_device, parse_dtype, set_threads
@@ -253,7 +254,17 @@ def study(
     from .study import run_study
 
     parse_device(device)
-    spec = make_preset(preset, models=model or None, tasks=[t for t in (tasks or "").split(",") if t] or None)
+    if spec_file is not None:
+        from .presets import StudySpec
+
+        if not spec_file.is_file():
+            raise FrankenError(f"spec file {str(spec_file)!r} does not exist")
+        try:
+            spec = StudySpec.from_json(spec_file.read_text())
+        except (ValueError, TypeError, KeyError) as e:
+            raise FrankenError(f"spec file {str(spec_file)!r} is not a valid study spec: {e}") from None
+    else:
+        spec = make_preset(preset, models=model or None, tasks=[t for t in (tasks or "").split(",") if t] or None)
     if dtype:
         parse_dtype(dtype)
         spec.dtype = dtype

@@ -120,17 +120,12 @@ def study_configs(spec: StudySpec, depth: int) -> list[Config]:
 
 
 def score_docs(lm: LoadedModel, docs: list[Doc], forward, spec: StudySpec) -> list[dict]:
-    """Per-item results of `docs` with model calls going through `forward`."""
-    from .evaluator import score_docs as _score
+    """Per-item results of `docs` (all of one task) with model calls going through `forward`."""
+    from .evaluator import Scorer, run_task
 
-    items = _score(
-        lm.model,
-        lm.tokenizer,
-        docs,
-        forward=forward,
-        batch_size=spec.batch_size,
-        max_length=spec.context_length,
-    )
+    scorer = Scorer(lm.model, lm.tokenizer, batch_size=spec.batch_size, max_length=spec.context_length,
+                    forward=forward)
+    _, items = run_task(scorer, get_task(docs[0].task), docs)
     return [{"item_id": r.item_id, "metrics": r.metrics, "extras": r.extras} for r in items]
 
 
@@ -228,15 +223,14 @@ def run_sweep(
         for p in alive:
             seen[p] = s + 1
         if es is not None and s + 1 < n and s + 1 >= es.min_slices:
-            keep = []
             base_items = _collect(sweep, base_text, items, s + 1)
+            cmps = {}
             for p in alive:
-                cfg_items = _collect(sweep, p, items, s + 1)
-                cmp = analysis.compare(items.task, items.primary, items.higher_is_better, base_items, cfg_items,
-                                       level=es.level)
-                if cmp["ci_high"] < 0:  # clearly worse than the base: stop racing it
-                    continue
-                keep.append(p)
+                cmps[p] = analysis.compare(items.task, items.primary, items.higher_is_better, base_items,
+                                           _collect(sweep, p, items, s + 1), level=es.level, n_resamples=1000)
+            # the current leaders always run the full budget: the report ranks and re-measures them
+            leaders = set(sorted(alive, key=lambda p: (-cmps[p]["gain"], p))[: spec.heldout_top_k])
+            keep = [p for p in alive if p in leaders or not cmps[p]["ci_high"] < 0]
             alive = keep
     return seen
 
@@ -262,8 +256,6 @@ def run_study(
     command: str = "",
 ) -> Path:
     """Run (or resume) a study into `run_dir` and write its report. Returns the report path."""
-    from . import report
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec_file = run_dir / "spec.json"
@@ -341,6 +333,8 @@ def run_study(
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     analysis.write_results(run_dir, store)
     store.close()
+    from . import report
+
     return report.write_report(run_dir)
 
 

@@ -1,0 +1,146 @@
+"""The study engine: prefix reuse gives the naive path's numbers, racing keeps the leaders, and a study killed
+with SIGKILL at random moments resumes to exactly the uninterrupted result."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from frankenlm import designs
+from frankenlm.loading import load_model
+from frankenlm.presets import DesignSpec, EarlyStopping, StudySpec, TaskBudget
+from frankenlm.store import Store
+from frankenlm.study import run_study, run_sweep, select_items, study_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny random llama with the real smollm2 tokenizer, saved as a HF directory (a supported source)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(load_model("smollm2-135m").path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def tiny_spec(model: str, early: bool = True) -> StudySpec:
+    return StudySpec(
+        "test",
+        [model],
+        [TaskBudget("lambada_passages", search_tokens=900, heldout_tokens=300)],
+        [DesignSpec("repeat-block", {"stride": 2}), DesignSpec("repeat-layer", {"layers": [1, 4], "max_repeats": 2}),
+         DesignSpec("sublayer", {"layers": [2]})],
+        dtype="float32",
+        slices=3,
+        early_stopping=EarlyStopping(level=0.9) if early else None,
+        heldout_top_k=2,
+        fp32_top_k=0,
+        batch_size=4,
+        context_length=256,
+    )
+
+
+def _all_items(store: Store) -> dict[str, list]:
+    return {row[0]: store.db.execute("SELECT items FROM results WHERE key=?", (row[0],)).fetchone()[0]
+            for row in store.rows()}
+
+
+def test_prefix_reuse_gives_the_naive_numbers(tiny_dir, tmp_path):
+    torch.set_num_threads(1)
+    spec = tiny_spec(str(tiny_dir), early=False)
+    lm = load_model(str(tiny_dir))
+    items = select_items(spec.tasks[0], lm.tokenizer, spec.slices, spec.seed)
+    configs = study_configs(spec, lm.depth)
+    assert len(configs) >= 10
+    fast, naive = Store(tmp_path / "fast.sqlite"), Store(tmp_path / "naive.sqlite")
+    run_sweep(spec, lm, items, configs, fast, reuse=True, early_stopping=False)
+    run_sweep(spec, lm, items, configs, naive, reuse=False, early_stopping=False)
+    a, b = _all_items(fast), _all_items(naive)
+    assert a.keys() == b.keys() and len(a) == (len(configs) + 1) * spec.slices
+    worst = 0.0
+    for k in a:
+        for x, y in zip(json.loads(a[k]), json.loads(b[k]), strict=True):
+            assert x["item_id"] == y["item_id"]
+            worst = max(worst, abs(x["extras"]["nll"] - y["extras"]["nll"]))
+    assert worst <= 1e-4
+
+
+def test_racing_stops_clearly_worse_configs_but_never_the_leaders(tiny_dir, tmp_path):
+    spec = tiny_spec(str(tiny_dir))
+    spec.early_stopping = EarlyStopping(level=0.5)  # aggressive, so that something stops on this tiny budget
+    lm = load_model(str(tiny_dir))
+    items = select_items(spec.tasks[0], lm.tokenizer, spec.slices, spec.seed)
+    configs = study_configs(spec, lm.depth)
+    seen = run_sweep(spec, lm, items, configs, Store(tmp_path / "r.sqlite"))
+    full = [p for p, k in seen.items() if k == spec.slices]
+    stopped = [p for p, k in seen.items() if k < spec.slices]
+    assert stopped, "level 0.5 on a random model should stop some configs"
+    assert len(full) >= spec.heldout_top_k
+
+
+def _study_cmd(spec_path: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "frankenlm", "study", "--spec", str(spec_path), "--out", str(run_dir), "--resume",
+            "--threads", "1"]
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_then_resume_equals_uninterrupted_run(tiny_dir, tmp_path):
+    spec = tiny_spec(str(tiny_dir))
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(spec.to_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(_study_cmd(spec_path, ref_dir), check=True, env=env, capture_output=True, timeout=600)
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(4):
+        p = subprocess.Popen(_study_cmd(spec_path, run_dir), env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 6.0))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait()
+    assert kills >= 2
+    subprocess.run(_study_cmd(spec_path, run_dir), check=True, env=env, capture_output=True, timeout=600)
+    ref, got = Store(ref_dir / "results.sqlite"), Store(run_dir / "results.sqlite")
+    a, b = _all_items(ref), _all_items(got)
+    assert a.keys() == b.keys()  # no missing and (primary key) no duplicate rows
+    assert got.db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == len(a)
+    assert got.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    for k in a:
+        assert json.loads(a[k]) == json.loads(b[k])
+    assert (ref_dir / "results.csv").read_text() == (run_dir / "results.csv").read_text()
+    assert (run_dir / "report.html").exists()
+
+
+def test_designs_generate_the_expected_plans():
+    assert len(designs.repeat_block(30)) == 465
+    assert len(designs.repeat_layer(30, max_repeats=3, every=3)) == 30
+    subl = designs.sublayer(30, every=6)
+    assert [c.params["sublayer"] for c in subl[:3]] == ["block", "attn", "mlp"]
+    spec = tiny_spec("x")
+    cfgs = study_configs(spec, 6)
+    texts = [c.text for c in cfgs]
+    assert len(texts) == len(set(texts)) and "0..5" not in texts
