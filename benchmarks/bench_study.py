@@ -1,0 +1,100 @@
+"""The study engine vs the naive path on the same sweep, in one run.
+
+Naive: a fresh full forward pass of each frankenmodel over every token (what a per-configuration scan or
+lm-eval does). Engine: prefix reuse (and, in the second pair, racing). Prints wall times, ratios, the largest
+difference in any configuration's metric, and whether the top-5 configurations agree.
+
+    python benchmarks/bench_study.py [--tokens 8192] [--stride 4] [--threads 2] [--skip-fp32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from frankenlm import analysis  # noqa: E402
+from frankenlm.loading import load_model  # noqa: E402
+from frankenlm.presets import DesignSpec, EarlyStopping, StudySpec, TaskBudget  # noqa: E402
+from frankenlm.store import Store  # noqa: E402
+from frankenlm.study import run_sweep, select_items, study_configs  # noqa: E402
+
+
+def sweep(spec, lm, items, configs, store_path, reuse, early):
+    store = Store(store_path)
+    t0 = time.perf_counter()
+    seen = run_sweep(spec, lm, items, configs, store, reuse=reuse, early_stopping=early)
+    dt = time.perf_counter() - t0
+    return store, seen, dt
+
+
+def gains(store, lm, items, configs, seen, dtype):
+    from frankenlm.analysis import _units, compare
+
+    slices = [[d.item_id for d in s] for s in items.search_slices]
+    base = _units(store, lm.digest, f"0..{lm.depth - 1}", items.task, slices, dtype)
+    out = {}
+    for c in configs:
+        k = seen[c.text]
+        cfg = _units(store, lm.digest, c.text, items.task, slices[:k], dtype)
+        out[c.text] = (compare(items.task, items.primary, items.higher_is_better, base, cfg, n_resamples=200), k)
+    return out
+
+
+def top5(g, n_slices):
+    full = [(-v["gain"], p) for p, (v, k) in g.items() if k == n_slices]
+    return [p for _, p in sorted(full)[:5]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=8192)
+    ap.add_argument("--stride", type=int, default=4, help="repeat-block stride (4 gives 36 configs on 30 layers)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-fp32", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; threads {args.threads}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-study-"))
+    for dtype, early in ([] if args.skip_fp32 else [("float32", False)]) + [("bfloat16", True)]:
+        spec = StudySpec("bench", ["smollm2-135m"], [TaskBudget("lambada_passages", search_tokens=args.tokens)],
+                         [DesignSpec("repeat-block", {"stride": args.stride})], dtype=dtype, slices=4,
+                         early_stopping=EarlyStopping(), batch_size=16, context_length=1024)
+        lm = load_model("smollm2-135m", dtype=dtype)
+        items = select_items(spec.tasks[0], lm.tokenizer, spec.slices, spec.seed)
+        configs = study_configs(spec, lm.depth)
+        print(f"\n== {dtype}: {len(configs)} configurations x {items.search_tokens} tokens "
+              f"({sum(map(len, items.search_slices))} documents)")
+        s_naive, seen_n, t_naive = sweep(spec, lm, items, configs, tmp / f"naive-{dtype}.sqlite", False, False)
+        print(f"naive (fresh forward per configuration): {t_naive:8.1f} s")
+        s_fast, seen_f, t_fast = sweep(spec, lm, items, configs, tmp / f"reuse-{dtype}.sqlite", True, False)
+        print(f"engine, prefix reuse:                    {t_fast:8.1f} s   speed-up {t_naive / t_fast:5.2f}x")
+        g_n = gains(s_naive, lm, items, configs, seen_n, dtype)
+        g_f = gains(s_fast, lm, items, configs, seen_f, dtype)
+        diff = max(abs(g_n[p][0]["value"] - g_f[p][0]["value"]) for p in g_n)
+        print(f"largest |difference| in any configuration's {items.primary}: {diff:.3g}")
+        if early:
+            s_es, seen_e, t_es = sweep(spec, lm, items, configs, tmp / f"race-{dtype}.sqlite", True, True)
+            g_e = gains(s_es, lm, items, configs, seen_e, dtype)
+            stopped = sum(1 for k in seen_e.values() if k < spec.slices)
+            full_diff = max(abs(g_n[p][0]["value"] - g_e[p][0]["value"]) for p in g_e if seen_e[p] == spec.slices)
+            print(f"engine, prefix reuse + racing:           {t_es:8.1f} s   speed-up {t_naive / t_es:5.2f}x "
+                  f"({stopped}/{len(configs)} stopped early)")
+            print(f"largest |difference| among configurations run to the end: {full_diff:.3g}")
+            a, b = top5(g_n, spec.slices), top5(g_e, spec.slices)
+            print(f"top-5 naive:  {a}\ntop-5 racing: {b}\nsame top-5: {a == b}")
+        del lm
+    load = os.getloadavg()
+    print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
