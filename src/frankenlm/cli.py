@@ -230,6 +230,48 @@ def export(
     console.print(f"wrote {fmt} export of plan {p} to {out}")
 
 
+# ------------------------------------------------------------------------------------------------ eval
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    tasks: str = typer.Option(..., "--tasks", "-t", help="comma-separated task names"),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
+    plan: Optional[str] = typer.Option(None, "--plan", "-p", help="layer plan text or mergekit YAML file"),
+    source: list[str] = typer.Option([], "--source", help=SOURCE_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", help="items per task (seeded subset)"),
+    seed: int = typer.Option(1234, help="seed of the item subset"),
+    split: str = typer.Option("all", help="all | search | heldout"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="context window (default min(2048, model))"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write results (with per-item results) here"),
+) -> None:
+    """Evaluate a model (and, with --plan, its frankenmodel against it, paired item by item)."""
+    from .evaluation_report import run_eval
+
+    if limit is not None and limit <= 0:
+        raise FrankenError(f"--limit must be a positive number of items, got {limit}")
+    from .tasks import get_task
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise FrankenError("--tasks is empty: name at least one task")
+    for n in names:
+        get_task(n)
+    base, models, p = _load_all(model, source, plan, dtype, device)
+    out = run_eval(base, models, p, names, limit=limit, seed=seed, split=split, batch_size=batch_size,
+                   max_length=max_length, device=device)
+    for table in out.tables():
+        console.print(table)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(out.to_json(), indent=1))
+        console.print(f"wrote {json_out}")
+
+
 # ------------------------------------------------------------------------------------------------ study
 
 
