@@ -106,15 +106,16 @@ def _check_compatible(sources: Mapping[str | None, nn.Module], head: str | None)
                 )
 
 
-def build_frankenmodel(
+def prepare_sources(
     base: nn.Module | Mapping[str | None, nn.Module],
     plan: LayerPlan | str,
     head_source: str | None = None,
-) -> nn.Module:
-    """Build a zero-copy frankenmodel.
+) -> tuple[LayerPlan, dict[str | None, nn.Module], object]:
+    """Validate a plan against its sources and build the frankenmodel's config.
 
-    `base` is one model, or a mapping alias → model for multi-source stacks (alias ``None`` is the default
-    source). Embeddings, final norm and head come from `head_source` (the default source unless named).
+    Returns (plan, sources as alias → model, config): the config is the head source's with
+    ``num_hidden_layers = len(plan)`` and per-layer ``layer_types`` remapped to the plan's order. Shared by
+    `build_frankenmodel` and `frankenlm.export.materialize`.
     """
     plan = coerce_plan(plan)
     sources = dict(base) if isinstance(base, Mapping) else {None: base}
@@ -135,6 +136,30 @@ def build_frankenmodel(
         cfg.layer_types = [lt[r.layer] for lt, r in zip(layer_types, plan)]
     if hasattr(cfg, "max_window_layers") and getattr(cfg, "use_sliding_window", False):
         raise FrankenError("qwen2 configs with use_sliding_window=True are not supported")
+    return plan, sources, cfg
+
+
+def remapped_config(
+    base: nn.Module | Mapping[str | None, nn.Module],
+    plan: LayerPlan | str,
+    head_source: str | None = None,
+):
+    """The config of the frankenmodel for `plan` (see `prepare_sources`)."""
+    return prepare_sources(base, plan, head_source)[2]
+
+
+def build_frankenmodel(
+    base: nn.Module | Mapping[str | None, nn.Module],
+    plan: LayerPlan | str,
+    head_source: str | None = None,
+) -> nn.Module:
+    """Build a zero-copy frankenmodel.
+
+    `base` is one model, or a mapping alias → model for multi-source stacks (alias ``None`` is the default
+    source). Embeddings, final norm and head come from `head_source` (the default source unless named).
+    """
+    plan, sources, cfg = prepare_sources(base, plan, head_source)
+    head = sources[head_source]
 
     with torch.device("meta"):
         fm = type(head)._from_config(cfg, dtype=head.dtype)
