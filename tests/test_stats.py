@@ -253,7 +253,7 @@ def test_dict_stat_recomputes_ratio_per_resample() -> None:
     expected = (nll_a.sum() - nll_b.sum()) / (LN2 * nbytes.sum())
     assert slow.estimate == pytest.approx(expected) and fast.estimate == pytest.approx(expected)
     assert slow.low == pytest.approx(fast.low) and slow.high == pytest.approx(fast.high)
-    assert fast.high < 0  # b is clearly worse per byte... i.e. a - b < 0
+    assert fast.high < 0  # b has more nll per byte, so a - b < 0
     # separate token counts for b
     tok_a = rng.integers(20, 200, size=120)
     tok_b = tok_a + 5

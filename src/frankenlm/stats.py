@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Union
 
@@ -117,7 +118,7 @@ def _as_1d_bool(x: ArrayLike, name: str) -> np.ndarray:
 
 
 def _check_level(level: float) -> None:
-    if not (isinstance(level, (int, float)) and 0.0 < float(level) < 1.0):
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
         raise FrankenError(f"level must be strictly between 0 and 1, got {level!r}")
 
 
