@@ -289,6 +289,10 @@ def study(
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help="race configurations"),
     store: Optional[Path] = typer.Option(None, help="results store (default RUN_DIR/results.sqlite)"),
     spec_file: Optional[Path] = typer.Option(None, "--spec", help="a study spec JSON (instead of a preset)"),
+    executor: str = typer.Option("local", "--executor", help="local | ray"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: start one)"),
+    workers: int = typer.Option(2, "--workers", min=1, help="Ray workers (each loads the model once)"),
+    worker_threads: int = typer.Option(1, "--worker-threads", min=1, help="torch threads per Ray worker"),
 ) -> None:
     """Run a study: sweep layer plans, rank on search items, confirm on held-out items, write the report."""
     from .loading import parse_device, parse_dtype, set_threads
@@ -315,8 +319,12 @@ def study(
     if (out / "spec.json").exists() and not resume:
         raise FrankenError(f"{out} already holds a study: pass --resume to continue it, or choose another --out")
     set_threads(threads)
+    if executor not in ("local", "ray"):
+        raise FrankenError(f"unknown executor {executor!r}: use local or ray")
+    ray_options = {"address": ray_address, "workers": workers, "threads": worker_threads}
     report = run_study(spec, out, device=device, store_path=store, progress_factory=_progress_factory(),
-                       log=lambda m: console.print(m, highlight=False), command=" ".join(sys.argv))
+                       log=lambda m: console.print(m, highlight=False), command=" ".join(sys.argv),
+                       executor=executor, ray_options=ray_options)
     console.print(f"report: {report}")
 
 

@@ -166,6 +166,11 @@ class Store:
     def release(self, unit: Unit) -> None:
         self.db.execute("DELETE FROM claims WHERE key=? AND owner=?", (unit.key, self.owner))
 
+    def release_owner(self, owner: str) -> int:
+        """Drop every claim of `owner` (a worker known to be dead). Returns how many were dropped."""
+        cur = self.db.execute("DELETE FROM claims WHERE owner=?", (owner,))
+        return cur.rowcount
+
     def claimed_by_others(self, unit: Unit) -> bool:
         row = self.db.execute("SELECT owner, claimed FROM claims WHERE key=?", (unit.key,)).fetchone()
         return row is not None and row[0] != self.owner and time.time() - row[1] < self.lease

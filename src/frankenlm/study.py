@@ -208,9 +208,14 @@ def run_sweep(
     progress: Progress | None = None,
     reuse: bool = True,
     early_stopping: bool = True,
+    executor=None,
 ) -> dict[str, int]:
-    """Search phase for one model and task. Returns {plan: slices seen} (fewer than all = stopped early)."""
+    """Search phase for one model and task. Returns {plan: slices seen} (fewer than all = stopped early).
+
+    Units run on `executor` (default: this process); decisions (racing) are taken here from the store.
+    """
     sweep = Sweep(spec, lm, store, spec.dtype, progress)
+    run = executor.run_slice if executor is not None else sweep.run_slice
     base_text = str(designs.base_config(lm.depth).plan)
     alive = [c.text for c in configs]
     seen: dict[str, int] = {p: 0 for p in alive}
@@ -218,7 +223,7 @@ def run_sweep(
     n = len(items.search_slices)
     for s, docs in enumerate(items.search_slices):
         for _ in range(2):  # second round picks up units whose claims lapsed while we waited
-            sweep.run_slice(items.task, docs, alive, reuse=reuse)
+            run(items.task, docs, alive, reuse=reuse)
             sweep.wait_for(sweep.unit(p, items.task, docs) for p in [base_text, *alive])
         for p in alive:
             seen[p] = s + 1
@@ -254,8 +259,15 @@ def run_study(
     progress_factory=None,
     log: Callable[[str], None] = print,
     command: str = "",
+    executor: str = "local",
+    ray_options: dict | None = None,
 ) -> Path:
-    """Run (or resume) a study into `run_dir` and write its report. Returns the report path."""
+    """Run (or resume) a study into `run_dir` and write its report. Returns the report path.
+
+    `executor` is "local" (this process) or "ray" (`ray_options`: address, workers, threads).
+    """
+    if executor not in ("local", "ray"):
+        raise FrankenError(f"unknown executor {executor!r}: use local or ray")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec_file = run_dir / "spec.json"
@@ -269,13 +281,25 @@ def run_study(
     else:
         spec_file.write_text(spec.to_json())
     store = Store(store_path or run_dir / "results.sqlite")
-    manifest: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": {}, "timings": {}, "command": command}
+    manifest: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": {}, "timings": {}, "command": command,
+                      "store": str(Path(store.path).resolve()), "executor": executor}
+
+    def make_executor(lm: LoadedModel, model_name: str, dtype: str):
+        if executor == "local":
+            from .executors import LocalExecutor
+
+            return LocalExecutor(spec, lm, store, dtype)
+        from .executors import RayExecutor
+
+        return RayExecutor(spec, model_name, store, dtype, device=device, **(ray_options or {}))
+
     t_all = time.perf_counter()
     for model_name in spec.models:
         t0 = time.perf_counter()
         lm = load_model(model_name, dtype=spec.dtype, device=device)
         depth = lm.depth
         configs = study_configs(spec, depth)
+        ex = make_executor(lm, model_name, spec.dtype)
         model_info = {
             "name": lm.name,
             "digest": lm.digest,
@@ -300,32 +324,37 @@ def run_study(
             (run_dir / "manifest.json").write_text(json.dumps({**manifest, "models": {**manifest["models"],
                                                                                       lm.name: model_info}}))
             bar = progress_factory(f"{lm.name} · {budget.name} · search", len(configs) + 1) if progress_factory else None
-            seen = run_sweep(spec, lm, items, configs, store, progress=bar)
+            ex.set_progress(bar)
+            seen = run_sweep(spec, lm, items, configs, store, executor=ex)
+            ex.set_progress(None)
             if bar:
                 bar(None, -1)
             # rank on search items; re-measure the top on held-out items
             ranked = analysis.rank_search(store, lm.digest, spec.dtype, items, seen, depth)
             top = [p for p in ranked[: spec.heldout_top_k]]
-            sweep = Sweep(spec, lm, store, spec.dtype)
             log(f"{lm.name} · {budget.name}: held-out check of the top {len(top)}")
-            sweep.run_slice(items.task, items.heldout, top, reuse=True)
+            ex.run_slice(items.task, items.heldout, top, reuse=True)
             model_info["tasks"][budget.name]["heldout_plans"] = top
             model_info["tasks"][budget.name]["fp32_plans"] = top[: spec.fp32_top_k]
         manifest["models"][lm.name] = model_info
         manifest["timings"][f"{lm.name}/search+heldout"] = time.perf_counter() - t0
         (run_dir / "manifest.json").write_text(json.dumps(manifest))
+        ex.close()
+        manifest["worker_restarts"] = manifest.get("worker_restarts", 0) + getattr(ex, "restarts", 0)
+        del ex
         # fp32 re-check of the top configurations on the search items
         if spec.fp32_top_k and spec.dtype != "float32":
             t0 = time.perf_counter()
             del lm
             lm32 = load_model(model_name, dtype="float32", device=device)
-            sweep = Sweep(spec, lm32, store, "float32")
+            ex32 = make_executor(lm32, model_name, "float32")
             for budget in spec.tasks:
                 info = model_info["tasks"][budget.name]
                 items = select_items(budget, lm32.tokenizer, spec.slices, spec.seed)
                 log(f"{lm32.name} · {budget.name}: fp32 re-check of the top {len(info['fp32_plans'])}")
                 for docs in items.search_slices:
-                    sweep.run_slice(items.task, docs, info["fp32_plans"], reuse=True)
+                    ex32.run_slice(items.task, docs, info["fp32_plans"], reuse=True)
+            ex32.close()
             manifest["timings"][f"{model_name}/fp32"] = time.perf_counter() - t0
             del lm32
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -343,10 +372,11 @@ def rewrite_report(run_dir: Path) -> Path:
     from . import report
 
     run_dir = Path(run_dir)
-    for f in ("spec.json", "manifest.json", "results.sqlite"):
+    for f in ("spec.json", "manifest.json"):
         if not (run_dir / f).exists():
             raise FrankenError(f"{run_dir} is not a study run directory: {f} is missing")
-    store = Store(run_dir / "results.sqlite")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    store = Store(manifest.get("store") or run_dir / "results.sqlite")
     try:
         analysis.write_results(run_dir, store)
     finally:
