@@ -337,6 +337,17 @@ def report(run_dir: Path = typer.Argument(..., help="a study's run directory")) 
     console.print(f"report: {rewrite_report(run_dir)}")
 
 
+@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly
+def lm_eval_cmd(ctx: typer.Context) -> None:
+    """lm-evaluation-harness's CLI with the `frankenlm` model type registered (args passed through)."""
+    try:
+        from .lmeval import main as lmeval_main
+    except FrankenError:
+        raise
+    lmeval_main(list(ctx.args))
+
+
 def _progress_factory():
     """Rich progress bars with ETA, one per (model, task) sweep."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

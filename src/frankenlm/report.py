@@ -522,7 +522,8 @@ def _fig_heatmap(g: _Group):
 def _repeat_curves(g: _Group) -> tuple[list[int], dict[int, list[tuple[int, _Row]]]]:
     src = [r for r in g.rows if r.design == "repeat-layer" and r.layer is not None]
     layers = sorted({r.layer for r in src})
-    counts = sorted({r.repeats or 1 for r in src})
+    # r = 1 is also a 1-layer block (or a sublayer 'block' repeat): deduplicated plans keep one design's name
+    counts = sorted({r.repeats or 1 for r in src} | {1})
     curves = {}
     for k in layers:
         pts = [(c, row) for c in counts if (row := g.layer_rep(k, c)) is not None and _fin(row.gain)]
@@ -864,8 +865,10 @@ def _answer_layers(g: _Group) -> str:
         best = ""
         if top:
             b = top[0]
+            verdict = ("itself significantly worse than the base" if b.worse
+                       else "not a significant improvement after Holm")
             best = (f" The highest search estimate is {_num(b.gain, d)} (95% CI {_ci(b.ci_low, b.ci_high, d)}) for "
-                    f"{_e(b.describe())} (<code>{_e(b.config)}</code>), not significant after Holm.")  # fmt: skip
+                    f"{_e(b.describe())} (<code>{_e(b.config)}</code>), {verdict}.")  # fmt: skip
         return (f"No configuration improves {_e(g.metric)} significantly on the search items "
                 f"({n} configurations, Holm-corrected at 5%).{best}{tail}")  # fmt: skip
     re_ = [r for r in better if r.remeasured]
@@ -919,8 +922,11 @@ def _answer_counts(g: _Group) -> str:
     steps = Counter()
     all_neg = 0
     per_layer = {}
+    # racing stops configurations that are clearly worse; when it stopped all of them, their first-slice
+    # estimates (wider CIs) are still informative about the shape of the curve, and are labelled as such
+    only_stopped = not any(not r.stopped_early for pts in curves.values() for _, r in pts)
     for k, pts in curves.items():
-        ok = [(c, r) for c, r in pts if not r.stopped_early]
+        ok = [(c, r) for c, r in pts if only_stopped or not r.stopped_early]
         if not ok:
             continue
         c_best, r_best = max(ok, key=lambda p: (p[1].gain, -p[0]))
@@ -935,7 +941,9 @@ def _answer_counts(g: _Group) -> str:
         return "Every repeat-layer configuration was early-stopped, so the repeat count can't be answered."
     L = len(per_layer)
     dist = ", ".join(f"r = {c} for {_plural(n, 'layer')}" for c, n in sorted(best_at.items()))
-    text = (f"Repeat-layer curves cover {_plural(L, 'layer')} with r = {min(counts)}..{max(counts)} extra copies. "
+    text = ("Every repeat-layer configuration was stopped early as clearly worse than the base, so these "
+            "estimates come from the first slice of tokens only (wider CIs). " if only_stopped else "")
+    text += (f"Repeat-layer curves cover {_plural(L, 'layer')} with r = {min(counts)}..{max(counts)} extra copies. "
             f"The count with the highest gain (point estimate) is {dist}.")  # fmt: skip
     T = sum(steps.values())
     if T:
