@@ -37,7 +37,7 @@ def test_ray_with_a_killed_worker_equals_in_process(tiny_dir, tmp_path, ray_clus
     run_study(spec, tmp_path / "local", log=lambda m: None)
     # worker 0 dies hard (os._exit) after its third unit, in the middle of a slice
     run_study(spec, tmp_path / "ray", log=lambda m: None, executor="ray",
-              ray_options={"workers": 2, "threads": 1, "fail_after": {0: 3}})
+              ray_options={"workers": 2, "threads": 1, "fail_after": {0: 3}, "chunk": 2})
     assert json.loads((tmp_path / "ray" / "manifest.json").read_text())["worker_restarts"] >= 1
     a, b = _rows(tmp_path / "local" / "results.sqlite"), _rows(tmp_path / "ray" / "results.sqlite")
     assert a.keys() == b.keys()

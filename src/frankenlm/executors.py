@@ -15,7 +15,7 @@ from typing import Callable
 from .errors import FrankenError
 from .loading import LoadedModel, load_model
 from .presets import StudySpec
-from .store import Store
+from .store import Store, Unit, item_set_digest
 from .tasks.base import Doc
 
 Progress = Callable[[str, int], None]
@@ -42,37 +42,51 @@ class LocalExecutor:
 
 
 class _Worker:
-    """A Ray actor: loads the base model once, then runs whatever units of a slice it can claim."""
+    """A Ray actor: loads the base model once, then scores the plans it is sent (no store access: results go
+    back to the driver, which alone writes the store — so workers need no shared filesystem)."""
 
-    def __init__(self, spec_json: str, model: str, dtype: str, store_path: str, device: str, threads: int,
+    def __init__(self, spec_json: str, model: str, dtype: str, device: str, threads: int,
                  fail_after: int | None = None):
         import torch
 
-        from .study import Sweep
+        from .study import SliceScorer
 
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        spec = StudySpec.from_json(spec_json)
-        self.store = Store(store_path)
+        self.spec = StudySpec.from_json(spec_json)
         self.lm = load_model(model, dtype=dtype, device=device)
-        self.fail_after = fail_after  # fault injection for tests: die (hard) after this many units
-        self.sweep = Sweep(spec, self.lm, self.store, dtype, self._on_unit)
+        self.scorers: dict[bool, SliceScorer] = {}
+        self.fail_after = fail_after  # fault injection for tests: die hard after this many plans
+        self.done = 0
 
-    def _on_unit(self, desc: str, n: int) -> None:
-        if self.fail_after is not None and self.sweep.computed >= self.fail_after:
-            os._exit(1)
+    def digest(self) -> str:
+        return self.lm.digest
 
-    def owner(self) -> str:
-        return self.store.owner
+    def depth(self) -> int:
+        return self.lm.depth
 
-    def run_slice(self, task: str, docs: list[Doc], plans: list[str], reuse: bool = True) -> int:
-        before = self.sweep.computed
-        self.sweep.run_slice(task, docs, plans, reuse=reuse)
-        return self.sweep.computed - before
+    def score(self, docs: list[Doc], plans: list[str], slice_plans: list[str], reuse: bool = True) -> list[tuple]:
+        from .study import SliceScorer
+
+        scorer = self.scorers.setdefault(reuse, SliceScorer(self.spec, self.lm, reuse))
+        scorer.prepare(docs, slice_plans)
+        out = []
+        for p in plans:
+            if self.fail_after is not None and self.done >= self.fail_after:
+                os._exit(1)
+            items, meta = scorer.score(p)
+            out.append((p, items, meta))
+            self.done += 1
+        return out
 
 
 class RayExecutor:
-    """Fans the units of each slice out over Ray actors (one per GPU, or N CPU workers with T threads each)."""
+    """Fans the units of each slice out over Ray actors (one per GPU, or N CPU workers with T threads each).
+
+    The driver claims units in the store, sends chunks of plans to idle actors (plans sharing long base
+    prefixes first), and writes results as they come back. An actor that dies has its chunk re-sent to a
+    fresh actor; its claims stay with the driver, so nothing is lost or computed twice in the store.
+    """
 
     name = "ray"
 
@@ -89,6 +103,7 @@ class RayExecutor:
         device: str = "cpu",
         progress: Progress | None = None,
         fail_after: dict[int, int] | None = None,
+        chunk: int = 4,
     ):
         try:
             import ray
@@ -103,60 +118,81 @@ class RayExecutor:
                     ray.init(num_cpus=max(workers * threads, 1), include_dashboard=False, log_to_driver=False)
             except Exception as e:  # noqa: BLE001 - ray raises many types for a bad address
                 raise FrankenError(f"cannot start or reach the Ray cluster {address or '(local)'}: {e}") from None
-        self.store, self.progress = store, progress
-        self.args = (spec.to_json(), model, dtype, str(Path(store.path).resolve()), device, threads)
+        self.spec, self.store, self.dtype, self.progress, self.chunk = spec, store, dtype, progress, chunk
+        self.args = (spec.to_json(), model, dtype, device, threads)
         gpus = 1 if device.startswith("cuda") else 0
         self.actor_cls = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=0)(_Worker)
-        self.workers = [self._start(i, (fail_after or {}).get(i)) for i in range(workers)]
-        self.restarts = 0  # workers that died and were replaced
-
-    def _start(self, i: int, fail_after: int | None = None):
-        actor = self.actor_cls.remote(*self.args, fail_after=fail_after)
-        owner = self.ray.get(actor.owner.remote())
-        return {"actor": actor, "owner": owner, "index": i}
+        self.actors = [self.actor_cls.remote(*self.args, fail_after=(fail_after or {}).get(i)) for i in range(workers)]
+        digests = set(ray.get([a.digest.remote() for a in self.actors]))
+        if len(digests) != 1:
+            raise FrankenError(f"Ray workers loaded different weights for {model!r} (digests {sorted(digests)})")
+        self.digest = digests.pop()
+        self.restarts = 0  # actors that died and were replaced
 
     def set_progress(self, progress: Progress | None) -> None:
         self.progress = progress
 
     def run_slice(self, task: str, docs: list[Doc], plans: list[str], reuse: bool = True) -> None:
-        """All units of this slice, spread over the workers; a dead worker's claims are freed and its work
-        redone by the others (and by a replacement worker)."""
-        ray = self.ray
-        n = len(self.workers)
-        pending = {}
-        for w in self.workers:
-            # each worker starts on its own share of the plans, then steals the rest through the store
-            k = w["index"] % max(n, 1)
-            order = plans[k::n] + [p for i, p in enumerate(plans) if i % n != k]
-            pending[w["actor"].run_slice.remote(task, docs, order, reuse)] = w
-        while pending:
-            done, _ = ray.wait(list(pending), timeout=1.0)
-            self._tick()
-            for ref in done:
-                w = pending.pop(ref)
-                try:
-                    ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
-                    self.store.release_owner(w["owner"])  # its in-flight unit goes back to the pool
-                    self.restarts += 1
-                    fresh = self._start(w["index"])
-                    self.workers[self.workers.index(w)] = fresh
-                    pending[fresh["actor"].run_slice.remote(task, docs, plans, reuse)] = fresh
-        self._tick()
+        from .designs import base_config
+        from .study import SliceScorer
 
-    def _tick(self) -> None:
-        if self.progress is None:
+        ray = self.ray
+        key = item_set_digest(task, [d.item_id for d in docs])
+        depth_plan = base_config(self._depth()).plan
+        base_text = str(depth_plan)
+        unit = lambda p: Unit(self.digest, p, task, key, self.dtype)  # noqa: E731
+        ordered = sorted(dict.fromkeys([base_text, *plans]),
+                         key=lambda p: (p != base_text, -SliceScorer.prefix_of(p, base_text)))
+        mine = [p for p in ordered if self.store.claim(unit(p))]  # others' claims: another driver is on them
+        if not mine:
             return
-        n = self.store.count()
-        last = getattr(self, "_last_count", None)
-        if last is not None and n > last:
-            self.progress("ray", n - last)
-        self._last_count = n
+        queue = [mine[i : i + self.chunk] for i in range(0, len(mine), self.chunk)]
+        docs_ref = ray.put(docs)
+        idle = list(self.actors)
+        running: dict = {}
+        refreshed = time.monotonic()
+        try:
+            while queue or running:
+                if time.monotonic() - refreshed > self.store.lease / 4:  # keep our claims alive on long slices
+                    for p in mine:
+                        if not self.store.has(unit(p)):
+                            self.store.claim(unit(p))
+                    refreshed = time.monotonic()
+                while queue and idle:
+                    actor, part = idle.pop(), queue.pop(0)
+                    running[actor.score.remote(docs_ref, part, mine, reuse)] = (actor, part)
+                done, _ = ray.wait(list(running), num_returns=1, timeout=self.store.lease / 8)
+                for ref in done:
+                    actor, part = running.pop(ref)
+                    try:
+                        results = ray.get(ref)
+                    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+                        self.restarts += 1
+                        self.actors.remove(actor)
+                        fresh = self.actor_cls.remote(*self.args)
+                        self.actors.append(fresh)
+                        idle.append(fresh)
+                        queue.insert(0, part)  # redo the whole chunk elsewhere
+                        continue
+                    for p, items, meta in results:
+                        self.store.put(unit(p), items, meta)
+                        if self.progress is not None:
+                            self.progress(p, 1)
+                    idle.append(actor)
+        except BaseException:
+            for p in mine:
+                self.store.release(unit(p))
+            raise
+
+    def _depth(self) -> int:
+        if not hasattr(self, "_depth_cache"):
+            self._depth_cache = self.ray.get(self.actors[0].depth.remote())
+        return self._depth_cache
 
     def close(self) -> None:
-        for w in self.workers:
+        for a in self.actors:
             try:
-                self.ray.kill(w["actor"])
+                self.ray.kill(a)
             except Exception:  # noqa: BLE001 - already dead
                 pass
-        self.workers = []
+        self.actors = []

@@ -1,7 +1,7 @@
 """lm-evaluation-harness integration (optional extra `frankenlm[lmeval]`): a registered model type `frankenlm`.
 
-    frankenlm lm-eval --model frankenlm --model_args model=smollm2-135m,plan=0..15;10..29 --tasks arc_easy
-    python -m frankenlm.lmeval --model frankenlm --model_args ... --tasks ...
+    frankenlm lm-eval run --model frankenlm --model_args model=smollm2-135m,plan=0..15;10..29 --tasks arc_easy
+    python -m frankenlm.lmeval run --model frankenlm --model_args ... --tasks ...
 
 lm-eval discovers model types only among its own modules, so a bare `lm_eval` command does not see this one;
 the two entry points above import it first and then run lm-eval's own CLI unchanged. In Python, importing this

@@ -129,58 +129,106 @@ def score_docs(lm: LoadedModel, docs: list[Doc], forward, spec: StudySpec) -> li
     return [{"item_id": r.item_id, "metrics": r.metrics, "extras": r.extras} for r in items]
 
 
+class SliceScorer:
+    """Scores plans on one slice of items with prefix reuse. Model-resident; knows nothing of the store.
+
+    `prepare(docs, plans)` runs the base model once over the slice (keeping the hidden states the plans will
+    reuse) and returns the base's per-item results; `score(plan)` then runs only the plan's changed suffix.
+    """
+
+    def __init__(self, spec: StudySpec, lm: LoadedModel, reuse: bool = True):
+        self.spec, self.lm, self.reuse = spec, lm, reuse
+        self.base_text = str(designs.base_config(lm.depth).plan)
+        self.key: str | None = None
+        self.docs: list[Doc] = []
+        self.cache: PrefixCache | None = None
+        self.base_items: list[dict] = []
+        self.base_seconds = 0.0
+
+    @staticmethod
+    def slice_key(docs: list[Doc]) -> str:
+        return item_set_digest(docs[0].task, [d.item_id for d in docs]) if docs else ""
+
+    @staticmethod
+    def prefix_of(plan: str, base_text: str) -> int:
+        from .plan import parse_plan
+
+        return 0 if plan == base_text else base_prefix_length(parse_plan(plan))
+
+    def prefix(self, plan: str) -> int:
+        return self.prefix_of(plan, self.base_text)
+
+    def prepare(self, docs: list[Doc], plans: list[str]) -> list[dict]:
+        """Base pass over `docs`, keeping the states `plans` need; a no-op when this slice is already prepared."""
+        key = self.slice_key(docs)
+        if key == self.key:
+            return self.base_items
+        need = {self.prefix(p) for p in plans if p != self.base_text}
+        self.cache = PrefixCache(self.lm.model, need) if self.reuse else None
+        fwd = self.cache.base_forward if self.cache is not None else plain_forward(self.lm.model)
+        t0 = time.perf_counter()
+        self.base_items = score_docs(self.lm, docs, fwd, self.spec)
+        self.base_seconds = time.perf_counter() - t0
+        self.key, self.docs = key, docs
+        return self.base_items
+
+    def score(self, plan: str, remaining: list[str] | None = None) -> tuple[list[dict], dict]:
+        """Per-item results of `plan` on the prepared slice, and timing metadata. `remaining` (plans still to
+        score on this slice) lets the cache free hidden states no one needs any more."""
+        from .frankenmodel import build_frankenmodel
+        from .plan import parse_plan
+
+        if plan == self.base_text:
+            return self.base_items, {"seconds": self.base_seconds, "prefix_reused": 0}
+        t0 = time.perf_counter()
+        if self.cache is not None:
+            fwd, k = self.cache.forward_for(parse_plan(plan))
+        else:
+            fwd, k = plain_forward(build_frankenmodel(self.lm.model, parse_plan(plan))), 0
+        items = score_docs(self.lm, self.docs, fwd, self.spec)
+        if self.cache is not None and remaining is not None:
+            self.cache.drop_boundaries({self.prefix(q) for q in remaining if q != self.base_text})
+        return items, {"seconds": time.perf_counter() - t0, "prefix_reused": k}
+
+    def order(self, plans: list[str]) -> list[str]:
+        """Base first, then plans sharing the longest base prefix (their states are freed as the sweep goes)."""
+        return sorted(dict.fromkeys(plans), key=lambda p: (p != self.base_text, -self.prefix(p)))
+
+
 class Sweep:
-    """Runs the units of one model and one task, in-process, against a store."""
+    """Runs the units of one model, in-process, against a store (claims keep concurrent processes apart)."""
 
     def __init__(self, spec: StudySpec, lm: LoadedModel, store: Store, dtype: str, progress: Progress | None = None):
         self.spec, self.lm, self.store, self.dtype = spec, lm, store, dtype
         self.progress = progress or (lambda desc, n: None)
         self.computed = 0  # units this process computed
+        self.scorers: dict[bool, SliceScorer] = {}
 
     def unit(self, plan: str, task: str, docs: list[Doc]) -> Unit:
         return Unit(self.lm.digest, plan, task, item_set_digest(task, [d.item_id for d in docs]), self.dtype)
 
     def run_slice(self, task: str, docs: list[Doc], plans: list[str], *, reuse: bool = True) -> None:
         """Score `plans` (and the base) on `docs`, skipping stored units; base first, then by shared prefix."""
-        from .plan import parse_plan
-
-        base_text = str(designs.base_config(self.lm.depth).plan)
-        todo = [p for p in dict.fromkeys([base_text, *plans]) if not self.store.has(self.unit(p, task, docs))]
+        scorer = self.scorers.setdefault(reuse, SliceScorer(self.spec, self.lm, reuse))
+        todo = [p for p in scorer.order([scorer.base_text, *plans]) if not self.store.has(self.unit(p, task, docs))]
         if not todo:
             return
-        parsed = {p: parse_plan(p) for p in todo}
-        prefix = {p: base_prefix_length(parsed[p]) for p in todo}
-        cache = PrefixCache(self.lm.model, {prefix[p] for p in todo if p != base_text}) if reuse else None
-        # the base pass records the hidden states every plan of this slice reuses
-        base_fwd = cache.base_forward if cache is not None else plain_forward(self.lm.model)
-        base_unit = self.unit(base_text, task, docs)
-        t0 = time.perf_counter()
-        base_items = score_docs(self.lm, docs, base_fwd, self.spec)
-        if not self.store.has(base_unit) and self.store.claim(base_unit):
-            self._put(base_unit, base_items, time.perf_counter() - t0, 0)
-        rest = sorted((p for p in todo if p != base_text), key=lambda p: -prefix[p])
-        for n, p in enumerate(rest):
+        scorer.key = None  # a fresh base pass: the slice's hidden states are not kept between calls
+        scorer.prepare(docs, todo)
+        for n, p in enumerate(todo):
             u = self.unit(p, task, docs)
             if not self.store.claim(u):
                 continue
-            t0 = time.perf_counter()
             try:
-                if cache is not None:
-                    fwd, k = cache.forward_for(parsed[p])
-                else:
-                    from .frankenmodel import build_frankenmodel
-
-                    fwd, k = plain_forward(build_frankenmodel(self.lm.model, parsed[p])), 0
-                items = score_docs(self.lm, docs, fwd, self.spec)
+                items, meta = scorer.score(p, remaining=todo[n + 1 :])
             except BaseException:
                 self.store.release(u)
                 raise
-            self._put(u, items, time.perf_counter() - t0, k)
-            if cache is not None:
-                cache.drop_boundaries({prefix[q] for q in rest[n + 1 :]})
+            self._put(u, items, meta)
+        scorer.key, scorer.cache = None, None  # free the states
 
-    def _put(self, u: Unit, items: list[dict], seconds: float, prefix: int) -> None:
-        self.store.put(u, items, {"seconds": seconds, "prefix_reused": prefix})
+    def _put(self, u: Unit, items: list[dict], meta: dict) -> None:
+        self.store.put(u, items, meta)
         self.computed += 1
         self.progress(f"{u.task} {u.plan}", 1)
 
