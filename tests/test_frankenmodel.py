@@ -195,3 +195,13 @@ def test_smollm2_repeat_block_cached_and_zero_copy():
         assert (full - base(ids).logits).abs().max() > 1e-2
     assert (cached - full).abs().max().item() <= TOL
     assert storage_ptrs(base, fm) == storage_ptrs(base)
+
+
+def test_multi_device_sources_are_refused_not_run_wrongly():
+    from frankenlm.errors import FrankenError
+    from frankenlm.frankenmodel import build_frankenmodel
+
+    base = tiny_model("llama")
+    base.hf_device_map = {"model.embed_tokens": "cpu", "model.layers": 0, "lm_head": 1}
+    with pytest.raises(FrankenError, match="split over devices"):
+        build_frankenmodel(base, "0..5,2")

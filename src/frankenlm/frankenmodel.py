@@ -160,6 +160,13 @@ def build_frankenmodel(
     """
     plan, sources, cfg = prepare_sources(base, plan, head_source)
     head = sources[head_source]
+    for alias, m in sources.items():
+        devices = set((getattr(m, "hf_device_map", None) or {}).values())
+        if len(devices) > 1:
+            raise FrankenError(
+                f"source {alias or 'default'!r} is split over devices {sorted(map(str, devices))} (device_map): "
+                "frankenmodels of multi-device models are not supported yet; load it on one device"
+            )
 
     with torch.device("meta"):
         fm = type(head)._from_config(cfg, dtype=head.dtype)
