@@ -166,7 +166,7 @@ class Scorer:
 
     def model_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The default `forward`: the model's logits for a batch."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     # ------------------------------------------------------------------------------------ tokenization
 
@@ -416,19 +416,20 @@ class _WindowProgress:
 def continuation_logprob(logits: torch.Tensor, targets: Sequence[int]) -> tuple[float, bool]:
     """(sum of log-softmax(logits)[t, targets[t]], all targets are argmax) for logits [len(targets), V].
 
-    Computed in fp32, in chunks of positions so that only a bounded slice of the vocabulary-sized
-    log-softmax exists at a time.
+    Computed in fp32 as logit[target] - logsumexp(logits), in chunks of positions, so that no vocabulary-sized
+    log-softmax is ever written out (the same value as lm-eval's log_softmax + gather, to rounding).
     """
     n, vocab = logits.shape
     chunk = max(1, _LOGSOFTMAX_CHUNK_ELEMENTS // max(1, vocab))
     target = torch.tensor(list(targets), dtype=torch.long, device=logits.device)
-    picked = []
+    total = torch.zeros((), dtype=torch.float64, device=logits.device)
     greedy = True
     for s in range(0, n, chunk):
-        logp = torch.log_softmax(logits[s : s + chunk].float(), dim=-1)
-        picked.append(logp.gather(1, target[s : s + chunk, None]).squeeze(1))
-        greedy = greedy and bool((logp.argmax(dim=-1) == target[s : s + chunk]).all())
-    return float(torch.cat(picked).sum()), greedy
+        x = logits[s : s + chunk].float()
+        t = target[s : s + chunk]
+        total += (x.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(x, dim=-1)).sum(dtype=torch.float64)
+        greedy = greedy and bool((x.argmax(dim=-1) == t).all())
+    return float(total), greedy
 
 
 def _ll_args(request: LoglikelihoodRequest | tuple[str, str]) -> tuple[str, str]:
