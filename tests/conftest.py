@@ -158,3 +158,22 @@ def lmeval_task():
         return task
 
     return build
+
+
+# ---------------------------------------------------------------------------------------------------------
+# frankenmodel / export fixtures: tiny random models of every supported family
+
+
+@pytest.fixture(scope="module")
+def bases():
+    """arch → {None: tiny model (seed 0), 'b': another tiny model of the same arch (seed 1)}."""
+    from tiny import ARCHS, tiny_model
+
+    return {arch: {None: tiny_model(arch, seed=0), "b": tiny_model(arch, seed=1)} for arch in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def ids():
+    from tiny import random_ids
+
+    return random_ids(20)

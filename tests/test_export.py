@@ -22,29 +22,11 @@ from frankenlm.export import export_gguf, export_hf, export_mergekit, gemma3_ggu
 from frankenlm.frankenmodel import build_frankenmodel, decoder_layers, storage_ptrs
 from frankenlm.plan import from_mergekit, parse_plan
 
-from tiny import ARCHS, load_gguf, random_ids, tiny_model, tiny_model_gguf_ready, write_tiny_gguf
-
-PLANS = {
-    "repeat_block": "0..3,2..5",
-    "repeat_layer": "0..2,2*3,3..5",
-    "attn_only": "0..2,2.attn*2,3..5",
-    "mlp_only": "0.mlp,0..3,1.mlp,4..5",
-    "two_source": "0..2,b:2..5",
-}
+from tiny import ARCHS, PLANS, load_gguf, random_ids, tiny_model, tiny_model_gguf_ready, sources_for, write_tiny_gguf
 
 
-@pytest.fixture(scope="module")
-def bases():
-    return {arch: {None: tiny_model(arch, seed=0), "b": tiny_model(arch, seed=1)} for arch in ARCHS}
 
 
-@pytest.fixture(scope="module")
-def ids():
-    return random_ids(20)
-
-
-def _sources(bases, arch, plan_name):
-    return bases[arch] if plan_name == "two_source" else bases[arch][None]
 
 
 def _numel_unique(tensors) -> int:
@@ -60,7 +42,7 @@ def _numel_unique(tensors) -> int:
 @pytest.mark.parametrize("plan_name", list(PLANS))
 @pytest.mark.parametrize("arch", ARCHS)
 def test_hf_export_reloads_to_the_frankenmodel(bases, ids, tmp_path, arch, plan_name):
-    src = _sources(bases, arch, plan_name)
+    src = sources_for(bases, arch, plan_name)
     srcs = src if isinstance(src, dict) else {None: src}
     text = PLANS[plan_name]
     plan = parse_plan(text)

@@ -16,31 +16,12 @@ from frankenlm.errors import FrankenError
 from frankenlm.frankenmodel import build_frankenmodel, check_layer_types, decoder_layers, storage_ptrs
 from frankenlm.plan import identity_plan, parse_plan
 
-from tiny import ARCHS, DEPTH, cached_logits, random_ids, tiny_model
+from tiny import ARCHS, DEPTH, PLANS, cached_logits, random_ids, sources_for, tiny_model
 
-PLANS = {
-    "repeat_block": "0..3,2..5",
-    "repeat_layer": "0..2,2*3,3..5",
-    "attn_only": "0..2,2.attn*2,3..5",
-    "mlp_only": "0.mlp,0..3,1.mlp,4..5",
-    "two_source": "0..2,b:2..5",
-}
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def bases():
-    """arch → {None: tiny model (seed 0), 'b': another tiny model of the same arch (seed 1)}."""
-    return {arch: {None: tiny_model(arch, seed=0), "b": tiny_model(arch, seed=1)} for arch in ARCHS}
 
-
-@pytest.fixture(scope="module")
-def ids():
-    return random_ids(20)
-
-
-def _sources(bases, arch, plan_name):
-    return bases[arch] if plan_name == "two_source" else bases[arch][None]
 
 
 def reference_model(sources, plan_text: str) -> nn.Module:
@@ -76,7 +57,7 @@ def reference_model(sources, plan_text: str) -> nn.Module:
 @pytest.mark.parametrize("plan_name", list(PLANS))
 @pytest.mark.parametrize("arch", ARCHS)
 def test_frankenmodel_exact_cached_and_zero_copy(bases, ids, arch, plan_name):
-    src = _sources(bases, arch, plan_name)
+    src = sources_for(bases, arch, plan_name)
     text = PLANS[plan_name]
     fm = build_frankenmodel(src, text)
     plan = parse_plan(text)
@@ -118,7 +99,7 @@ def _greedy_by_full_passes(model, prompt: torch.Tensor, n: int) -> torch.Tensor:
 @pytest.mark.parametrize("plan_name", list(PLANS))
 @pytest.mark.parametrize("arch", ARCHS)
 def test_generate_equals_greedy_full_passes(bases, ids, arch, plan_name):
-    fm = build_frankenmodel(_sources(bases, arch, plan_name), PLANS[plan_name])
+    fm = build_frankenmodel(sources_for(bases, arch, plan_name), PLANS[plan_name])
     prompt = ids[:, :6]
     gc = copy.deepcopy(fm.generation_config)
     gc.do_sample, gc.max_new_tokens, gc.min_new_tokens = False, 12, None

@@ -20,17 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from frankenlm.analysis import RESULT_COLUMNS
 from frankenlm.plan import identity_plan, repeat_block_plan, repeat_layer_plan
 from frankenlm.report import TOP_N, write_report
 from frankenlm.stats import holm
 
-COLUMNS = [
-    "model", "depth", "config", "design", "i", "j", "layer", "repeats", "sublayer", "task", "metric",
-    "higher_is_better", "base_value", "value", "gain", "ci_low", "ci_high", "p_value", "p_holm", "p_bh",
-    "significant", "n_items", "n_tokens", "stopped_early", "heldout_gain", "heldout_ci_low", "heldout_ci_high",
-    "heldout_p", "fp32_gain", "extra_flops_per_token", "flops_ratio", "effective_params", "kv_bytes_per_token",
-    "export_command",
-]  # fmt: skip
+COLUMNS = RESULT_COLUMNS  # the analysis step writes exactly these
 A, B = "smollm2-135m", "smollm2-360m"
 LAYERS = (5, 12, 17, 25)
 

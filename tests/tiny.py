@@ -13,6 +13,14 @@ from transformers import (
 )
 
 ARCHS = ("llama", "qwen2", "gemma3")
+# the plan kinds every exactness test covers (depth-6 models; "b:" is a second model of the same arch)
+PLANS = {
+    "repeat_block": "0..3,2..5",
+    "repeat_layer": "0..2,2*3,3..5",
+    "attn_only": "0..2,2.attn*2,3..5",
+    "mlp_only": "0.mlp,0..3,1.mlp,4..5",
+    "two_source": "0..2,b:2..5",
+}
 DEPTH = 6
 VOCAB = 97
 
@@ -165,3 +173,8 @@ def load_gguf(path, dtype=torch.float32):
         del m.config.quantization_config
     m.config._attn_implementation = "eager"
     return m.eval().requires_grad_(False)
+
+
+def sources_for(bases: dict, arch: str, plan_name: str):
+    """The `bases` fixture's sources a plan needs: both models for the two-source plan, else the default."""
+    return bases[arch] if plan_name == "two_source" else bases[arch][None]

@@ -29,7 +29,7 @@ from torch import nn
 
 from . import __version__
 from .errors import FrankenError
-from .frankenmodel import ATTN_ATTR, MLP_ATTR, _named_tensors, decoder_layers, prepare_sources
+from .frankenmodel import as_sources, ATTN_ATTR, MLP_ATTR, _named_tensors, decoder_layers, prepare_sources
 from .plan import LayerPlan, coerce_plan, to_mergekit
 
 # the output projection zeroed (HF module path inside a decoder layer, GGUF tensor name inside a block)
@@ -256,11 +256,7 @@ def export_gguf(
     import gguf
 
     plan = coerce_plan(plan)
-    paths = dict(source_gguf_paths) if isinstance(source_gguf_paths, Mapping) else {None: source_gguf_paths}
-    if None not in paths:
-        raise FrankenError("multi-source GGUF export needs a default source (alias None)")
-    if head_source not in paths:
-        raise FrankenError(f"head source {head_source!r} was not given (sources: {list(paths)})")
+    paths = as_sources(source_gguf_paths, head_source, "multi-source GGUF exports")
     files = {a: _gguf_source(a, p) for a, p in paths.items()}
     readers = {}
     for a, p in files.items():

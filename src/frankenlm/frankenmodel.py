@@ -106,6 +106,16 @@ def _check_compatible(sources: Mapping[str | None, nn.Module], head: str | None)
                 )
 
 
+def as_sources(given, head_source: str | None = None, what: str = "multi-source stacks") -> dict:
+    """One source or an alias → source mapping, as a dict with the default (None) and head sources present."""
+    sources = dict(given) if isinstance(given, Mapping) else {None: given}
+    if None not in sources:
+        raise FrankenError(f"{what} need a default source (alias None)")
+    if head_source not in sources:
+        raise FrankenError(f"head source {head_source!r} was not given (sources: {list(sources)})")
+    return sources
+
+
 def prepare_sources(
     base: nn.Module | Mapping[str | None, nn.Module],
     plan: LayerPlan | str,
@@ -118,11 +128,7 @@ def prepare_sources(
     `build_frankenmodel` and `frankenlm.export.materialize`.
     """
     plan = coerce_plan(plan)
-    sources = dict(base) if isinstance(base, Mapping) else {None: base}
-    if None not in sources:
-        raise FrankenError("multi-source stacks need a default source (alias None)")
-    if head_source not in sources:
-        raise FrankenError(f"head source {head_source!r} was not given (sources: {list(sources)})")
+    sources = as_sources(base, head_source)
     plan.validate({alias: int(m.config.num_hidden_layers) for alias, m in sources.items()})
     _check_compatible(sources, head_source)
     head = sources[head_source]
