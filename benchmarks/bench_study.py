@@ -20,7 +20,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from frankenlm import analysis  # noqa: E402
 from frankenlm.loading import load_model  # noqa: E402
 from frankenlm.presets import DesignSpec, EarlyStopping, StudySpec, TaskBudget  # noqa: E402
 from frankenlm.store import Store  # noqa: E402

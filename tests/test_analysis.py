@@ -51,3 +51,10 @@ def test_lambada_perplexity_is_a_per_item_ratio():
     c = analysis.compare("lambada_openai", "perplexity", False, items, better)
     assert c["gain"] == pytest.approx(math.exp(2.0) - math.exp(1.5))
     assert np.isfinite(c["p_value"])
+
+
+def test_point_gain_matches_compare_estimate():
+    base = ppl_items([10.0, 20.0, 30.0, 40.0], [10, 20, 30, 40])
+    cfg = ppl_items([9.0, 21.0, 29.5, 38.0], [10, 20, 30, 40])
+    c = analysis.compare("lambada_passages", "bits_per_byte", False, base, cfg)
+    assert analysis.point_gain("lambada_passages", "bits_per_byte", False, base, cfg) == pytest.approx(c["gain"])

@@ -22,7 +22,7 @@ from frankenlm.export import export_gguf, export_hf, export_mergekit, gemma3_ggu
 from frankenlm.frankenmodel import build_frankenmodel, decoder_layers, storage_ptrs
 from frankenlm.plan import from_mergekit, parse_plan
 
-from tiny import ARCHS, PLANS, load_gguf, random_ids, tiny_model, tiny_model_gguf_ready, sources_for, write_tiny_gguf
+from tiny import ARCHS, PLANS, load_gguf, tiny_model, tiny_model_gguf_ready, sources_for, write_tiny_gguf
 
 
 

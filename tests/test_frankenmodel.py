@@ -16,7 +16,7 @@ from frankenlm.errors import FrankenError
 from frankenlm.frankenmodel import build_frankenmodel, check_layer_types, decoder_layers, storage_ptrs
 from frankenlm.plan import identity_plan, parse_plan
 
-from tiny import ARCHS, DEPTH, PLANS, cached_logits, random_ids, sources_for, tiny_model
+from tiny import ARCHS, DEPTH, PLANS, cached_logits, sources_for, tiny_model
 
 TOL = 1e-4
 

@@ -144,3 +144,69 @@ def test_designs_generate_the_expected_plans():
     cfgs = study_configs(spec, 6)
     texts = [c.text for c in cfgs]
     assert len(texts) == len(set(texts)) and "0..5" not in texts
+
+
+def test_signals_match_a_second_code_path(tiny_dir):
+    """Block influence from the recorder's hooks == 1 - cos of the layer inputs the prefix cache records."""
+    from frankenlm.reuse import PrefixCache
+    from frankenlm.signals import SignalRecorder
+
+    lm = load_model(str(tiny_dir))
+    ids = torch.randint(0, 1000, (2, 12))
+    mask = torch.ones_like(ids)
+    rec = SignalRecorder(lm.model)
+    rec(ids, mask)
+    pc = PrefixCache(lm.model)
+    captured = {}
+    h = lm.model.model.norm.register_forward_pre_hook(lambda m, a: captured.setdefault("last", a[0].clone()))
+    pc.base_forward(ids, mask)
+    h.remove()
+    states = pc.states[next(iter(pc.states))]
+    xs = [states[k] for k in range(lm.depth)] + [captured["last"]]
+    for k in range(lm.depth):
+        cos = torch.nn.functional.cosine_similarity(xs[k].flatten(0, 1), xs[k + 1].flatten(0, 1), dim=-1)
+        assert rec.result()["block_influence"][k] == pytest.approx(1 - float(cos.mean()), abs=1e-5)
+
+
+def test_search_design_composes_greedily_and_is_reported(tiny_dir, tmp_path):
+    spec = tiny_spec(str(tiny_dir))
+    spec.designs = [DesignSpec("repeat-layer", {"layers": [0, 1, 2, 3, 4, 5], "max_repeats": 1}),
+                    DesignSpec("search", {"candidates": 3, "steps": 3})]
+    spec.early_stopping = None
+    run_study(spec, tmp_path / "run", log=lambda m: None)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    info = next(iter(manifest["models"].values()))
+    search = [c for c in info["configs"] if c["design"] == "search"]
+    bi = info["tasks"]["lambada_passages"]["signals"]["block_influence"]
+    lowest = sorted(range(6), key=lambda k: (bi[k], k))[:3]
+    # step 1 candidates are the three lowest-influence layers (their single repeats were already measured by
+    # repeat-layer, so they keep that design's name); later steps compose two or more repeats
+    assert all(set(c["layers"]) <= set(lowest) for c in search)
+    assert search and all(len(c["layers"]) >= 2 for c in search)
+    study = json.loads((tmp_path / "run" / "study.json").read_text())
+    chk = study["signals"][info["name"]]["lambada_passages"]
+    assert chk["layers_measured"] == list(range(6))
+    assert -1.0 <= chk["block_influence"]["rho"] <= 1.0
+    assert "Do cheap per-layer signals predict the gains?" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_prefix_reuse_when_the_whole_base_is_the_prefix():
+    """Repeating the last layer shares all N base layers: the cache reuses the state entering layer N-1."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny import random_ids, tiny_model
+
+    from frankenlm.frankenmodel import build_frankenmodel
+    from frankenlm.plan import parse_plan
+    from frankenlm.reuse import PrefixCache
+
+    base = tiny_model("llama")
+    ids = random_ids(12, batch=2)
+    mask = torch.ones_like(ids)
+    pc = PrefixCache(base, {6})
+    pc.base_forward(ids, mask)
+    fwd, k = pc.forward_for(parse_plan("0..5,5*2"))
+    assert k == 5
+    full = build_frankenmodel(base, "0..5,5*2")(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(fwd(ids, mask), full)

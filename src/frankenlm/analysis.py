@@ -70,6 +70,13 @@ def metric_value(task: str, metric: str, items: list[dict]) -> float:
     return stats.ratio_metric(spec[1], *_ratio_arrays(items, spec[0]))
 
 
+def point_gain(task: str, metric: str, higher_is_better: bool, base: list[dict], cfg: list[dict]) -> float:
+    """The gain's point estimate (positive = better) on the items both have; no interval."""
+    base, cfg = _align(base, cfg)
+    diff = metric_value(task, metric, cfg) - metric_value(task, metric, base)
+    return diff if higher_is_better else -diff
+
+
 def compare(task: str, metric: str, higher_is_better: bool, base: list[dict], cfg: list[dict],
             level: float = 0.95, n_resamples: int = 2000) -> dict:
     """Paired comparison of a config with the base on the items both have: gain (positive = better), CI, p."""
@@ -133,9 +140,26 @@ def rank_search(store: Store, digest: str, dtype: str, items, seen: dict[str, in
         if k < len(slices):
             continue
         cfg = _units(store, digest, plan, items.task, slices, dtype)
-        c = compare(items.task, items.primary, items.higher_is_better, base, cfg, n_resamples=200)
-        scored.append((-c["gain"], plan))
+        scored.append((-point_gain(items.task, items.primary, items.higher_is_better, base, cfg), plan))
     return [p for _, p in sorted(scored)]
+
+
+def _signal_check(signals: dict, task_rows: list[dict], depth: int) -> dict:
+    """How well each per-layer signal ranks the measured gains of single-layer repeats (Spearman)."""
+    from .plan import repeat_layer_plan
+    from .signals import rank_correlation
+
+    by_plan = {r["config"]: r for r in task_rows}
+    gains = {}
+    for layer in range(depth):
+        r = by_plan.get(str(repeat_layer_plan(layer, depth)))
+        if r is not None:
+            gains[layer] = float(r["gain"])
+    out = {"layers_measured": sorted(gains), "per_layer": {k: v for k, v in signals.items() if k != "tokens"}}
+    for name in ("block_influence", "angular_distance"):
+        if name in signals:
+            out[name] = rank_correlation(signals[name], gains)
+    return out
 
 
 def _export_command(model: str, plan: str) -> str:
@@ -149,6 +173,7 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[dict], dict]:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     rows: list[dict] = []
     tasks_summary = {}
+    signals_summary: dict = {}
     for name, info in manifest["models"].items():
         digest, depth = info["digest"], info["depth"]
         base_text = f"0..{depth - 1}"
@@ -206,6 +231,8 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[dict], dict]:
                     r["p_holm"], r["p_bh"] = float(ph), float(pb)
                     r["significant"] = int(ph < 0.05 and not math.isnan(ph))
             rows.extend(task_rows)
+            if t.get("signals"):
+                signals_summary.setdefault(name, {})[task] = _signal_check(t["signals"], task_rows, depth)
     summary = {
         "preset": spec.preset,
         "models": [{"name": n, "depth": i["depth"], "params": i["params"]} for n, i in manifest["models"].items()],
@@ -217,6 +244,7 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[dict], dict]:
         "timings": manifest.get("timings", {}),
         "command": manifest.get("command", ""),
         "early_stopping": None if spec.early_stopping is None else vars(spec.early_stopping),
+        "signals": signals_summary,
     }
     return rows, summary
 

@@ -22,7 +22,7 @@ class TaskBudget:
 
 @dataclass
 class DesignSpec:
-    name: str  # repeat-layer | repeat-block | sublayer | custom | search
+    name: str  # repeat-layer | repeat-block | sublayer | custom | search (greedy, signal-guided)
     args: dict = field(default_factory=dict)
 
 
@@ -78,6 +78,7 @@ def preset(name: str, models: list[str] | None = None, tasks: list[str] | None =
                 DesignSpec("repeat-block", {"stride": 3}),
                 DesignSpec("repeat-layer", {"every": 3, "max_repeats": 3}),
                 DesignSpec("sublayer", {"every": 6}),
+                DesignSpec("search", {"candidates": 5, "steps": 3}),
             ],
         )
     elif name == "standard":
@@ -93,6 +94,7 @@ def preset(name: str, models: list[str] | None = None, tasks: list[str] | None =
                 DesignSpec("repeat-block", {"stride": 2}),
                 DesignSpec("repeat-layer", {"every": 1, "max_repeats": 4}),
                 DesignSpec("sublayer", {"every": 1}),
+                DesignSpec("search", {"candidates": 8, "steps": 4}),
             ],
         )
     elif name == "sizes":

@@ -831,7 +831,7 @@ def _top_table(run_dir: Path, g: _Group) -> str:
         cmds.append(f"export: <code class=cmd>{_e(r.export_command)}</code>" if r.export_command
                     else "export: —")  # fmt: skip
     path = _write_csv(run_dir, f"top_{g.slug}", csv_rows)
-    headers = ["#", "config", "design", f"search gain [95% CI]", "p (Holm)", "held-out gain [95% CI]",
+    headers = ["#", "config", "design", "search gain [95% CI]", "p (Holm)", "held-out gain [95% CI]",
                "shrinkage", "fp32 gain", "extra FLOPs/token"]  # fmt: skip
     n, s, h, k = _shrinkage(g)
     if n:
@@ -1117,7 +1117,30 @@ def _answer_cost(g: _Group) -> str:
                "Pareto front is the base alone."))  # fmt: skip
 
 
-def _answers(groups: list[_Group]) -> str:
+def _answer_signals(study: dict) -> list[str]:
+    """Rank correlation between per-layer signals of the base model and measured single-layer-repeat gains."""
+    out = []
+    for model, tasks in (study.get("signals") or {}).items():
+        for task, chk in tasks.items():
+            parts = []
+            for name, label in (("block_influence", "block influence"), ("angular_distance", "angular distance")):
+                c = chk.get(name) or {}
+                if c.get("n", 0) < 3 or not _fin(c.get("rho", float("nan"))):
+                    continue
+                strength = "strongly" if abs(c["rho"]) >= 0.7 else "moderately" if abs(c["rho"]) >= 0.4 else "weakly"
+                sig = "significant" if c["p_value"] < 0.05 else "not significant"
+                parts.append(f"{label}: Spearman ρ = {c['rho']:+.2f} over {c['n']} layers (p = {c['p_value']:.2g}, "
+                             f"{sig}; {strength} {'positively' if c['rho'] > 0 else 'negatively'} related to the gain)")
+            if parts:
+                out.append(f"<b>{_e(model)} · {_e(task)}</b>: " + "; ".join(parts) + ". The search design ranks "
+                           "candidate layers by lowest block influence.")
+            else:
+                out.append(f"<b>{_e(model)} · {_e(task)}</b>: fewer than 3 single-layer repeats measured, so the "
+                           "signals could not be checked.")
+    return out
+
+
+def _answers(groups: list[_Group], study: dict | None = None) -> str:
     def bullets(fn) -> str:
         return "<ul>" + "".join(f"<li><b>{_e(g.title)}</b>: {fn(g)}</li>" for g in groups) + "</ul>"
 
@@ -1129,6 +1152,10 @@ def _answers(groups: list[_Group]) -> str:
         body = ("<ul>" + "".join(f"<li>{s}</li>" for s in sizes) + "</ul>") if sizes else \
             "<p>No task was measured on more than one model.</p>"  # fmt: skip
         qs.append(("Does it depend on model size?", body))
+    sig = _answer_signals(study or {})
+    if sig:
+        qs.append(("Do cheap per-layer signals predict the gains?",
+                   "<ul>" + "".join(f"<li>{x}</li>" for x in sig) + "</ul>"))
     qs.append(("What does it cost?", bullets(_answer_cost)))
     return "".join(f'<div class="qa"><h3>{q}</h3>{a}</div>' for q, a in qs)
 
@@ -1333,7 +1360,7 @@ def write_report(run_dir: Path) -> Path:
             size_html = '<section id="sizes"><h2>Model size</h2>' + "".join(chunks) + "</section>"
             nav.append('<li><a href="#sizes">Model size</a></li>')
         spath = _write_csv(run_dir, "summary", summaries)
-        answers = _answers(groups) if groups else "<p>results.csv holds no rows.</p>"
+        answers = _answers(groups, study) if groups else "<p>results.csv holds no rows.</p>"
     title = f"frankenlm study report — {study.get('preset') or run_dir.name}"
     models_txt = ", ".join(dict.fromkeys(g.model for g in groups)) or "no models"
     page = f"""<!DOCTYPE html>

@@ -52,7 +52,9 @@ class PrefixCache:
     def __init__(self, base: nn.Module, boundaries: set[int] | None = None):
         self.base = base
         depth = int(base.config.num_hidden_layers)
-        self.boundaries = set(range(depth)) if boundaries is None else set(boundaries)
+        self.depth = depth
+        # states are recorded entering layers 0..depth-1; a longer shared prefix reuses the last of them
+        self.boundaries = set(range(depth)) if boundaries is None else {min(b, depth - 1) for b in boundaries}
         self.states: dict[str, dict[int, torch.Tensor]] = {}
         self._suffix_models: dict[str, nn.Module] = {}
 
@@ -89,7 +91,7 @@ class PrefixCache:
 
     def forward_for(self, plan: LayerPlan) -> tuple[Forward, int]:
         """A forward function for `plan` that reuses cached base states; also returns the prefix length used."""
-        k = base_prefix_length(plan)
+        k = min(base_prefix_length(plan), self.depth - 1)
         usable = [b for b in self.boundaries if b <= k]
         k = max(usable) if usable else 0
         if k == 0:
@@ -109,6 +111,7 @@ class PrefixCache:
 
     def drop_boundaries(self, keep: set[int]) -> None:
         """Free states of boundaries no remaining plan needs."""
+        keep = {min(b, self.depth - 1) for b in keep}
         for d in self.states.values():
             for b in list(d):
                 if b not in keep:

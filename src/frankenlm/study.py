@@ -3,8 +3,9 @@ confirmation.
 
 Work is cut into units — one plan scored on one slice of one task's items — each written to the store in one
 transaction. Per slice, the base model runs once (recording the hidden states each plan needs), then every live
-plan runs only the layers after its first change. After each slice but the last, plans whose paired interval
-shows them clearly worse than the base stop (racing); they keep the estimate from the slices they saw. Plans
+plan runs only the layers after its first change. After each slice but the last, plans whose paired intervals
+show them clearly worse than the base and than the k-th best plan so far stop (racing), so racing cannot change
+the top k; stopped plans keep the estimate from the slices they saw. Plans
 are ranked on the search items only; the top ones are re-measured on held-out items and re-checked in fp32.
 """
 
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
 
 from . import analysis, designs
 from .costs import plan_costs
@@ -106,13 +106,15 @@ def _design_configs(d: DesignSpec, depth: int, custom_path: str | None = None) -
         return designs.sublayer(depth, **a)
     if d.name == "custom":
         return designs.custom(a["path"], depth)
-    raise FrankenError(f"unknown design {d.name!r}: use repeat-layer, repeat-block, sublayer or custom")
+    raise FrankenError(f"unknown design {d.name!r}: use repeat-layer, repeat-block, sublayer, search or custom")
 
 
 def study_configs(spec: StudySpec, depth: int) -> list[Config]:
+    """The configurations of the static designs (the adaptive `search` design runs after them)."""
     out: list[Config] = []
     for d in spec.designs:
-        out.extend(_design_configs(d, depth))
+        if d.name != "search":
+            out.extend(_design_configs(d, depth))
     return designs.dedupe([c for c in out if c.text != str(designs.base_config(depth).plan)])
 
 
@@ -275,17 +277,98 @@ def run_sweep(
             sweep.wait_for(sweep.unit(p, items.task, docs) for p in [base_text, *alive])
         for p in alive:
             seen[p] = s + 1
-        if es is not None and s + 1 < n and s + 1 >= es.min_slices:
+        if es is not None and alive and s + 1 < n and s + 1 >= es.min_slices:
             base_items = _collect(sweep, base_text, items, s + 1)
-            cmps = {}
-            for p in alive:
-                cmps[p] = analysis.compare(items.task, items.primary, items.higher_is_better, base_items,
-                                           _collect(sweep, p, items, s + 1), level=es.level, n_resamples=1000)
+            seen_items = {p: _collect(sweep, p, items, s + 1) for p in alive}
+            cmps = {p: analysis.compare(items.task, items.primary, items.higher_is_better, base_items,
+                                        seen_items[p], level=es.level, n_resamples=1000) for p in alive}
             # the current leaders always run the full budget: the report ranks and re-measures them
-            leaders = set(sorted(alive, key=lambda p: (-cmps[p]["gain"], p))[: spec.heldout_top_k])
-            keep = [p for p in alive if p in leaders or not cmps[p]["ci_high"] < 0]
+            ranked = sorted(alive, key=lambda p: (-cmps[p]["gain"], p))
+            leaders = set(ranked[: spec.heldout_top_k])
+            kth = ranked[min(spec.heldout_top_k, len(ranked)) - 1]
+            keep = []
+            for p in alive:
+                if p in leaders or not cmps[p]["ci_high"] < 0:
+                    keep.append(p)
+                    continue
+                # clearly worse than the base; drop it only if it is also clearly worse than the k-th leader,
+                # so that racing cannot change which configurations make the top k
+                vs_kth = analysis.compare(items.task, items.primary, items.higher_is_better, seen_items[kth],
+                                          seen_items[p], level=es.level, n_resamples=1000)
+                if not vs_kth["ci_high"] < 0:
+                    keep.append(p)
             alive = keep
     return seen
+
+
+def layer_signals(spec: StudySpec, lm: LoadedModel, items: TaskItems) -> dict:
+    """Per-layer block influence and angular distance of the base model on the first search slice."""
+    from .signals import SignalRecorder
+
+    rec = SignalRecorder(lm.model)
+    score_docs(lm, items.search_slices[0], rec, spec)
+    return rec.result()
+
+
+def run_search(
+    spec: StudySpec,
+    lm: LoadedModel,
+    items: TaskItems,
+    store: Store,
+    executor,
+    args: dict,
+    signals: dict,
+) -> tuple[list[Config], dict[str, int]]:
+    """Greedy composition guided by a per-layer signal.
+
+    Candidates are the `candidates` layers with the lowest signal (default: block influence — the layers that
+    change the residual stream least). Step 1 measures one extra copy of each; every later step adds one more
+    candidate's copy to the best plan so far, and the search stops when no addition beats it on the search
+    items (or after `steps` steps). Selection uses the search items only; the held-out check comes after.
+    """
+    from .plan import LayerPlan, LayerRef, parse_plan, repeat_layer_plan
+
+    signal = signals[args.get("signal", "block_influence")]
+    k = int(args.get("candidates", 6))
+    steps = int(args.get("steps", 3))
+    cands = sorted(range(lm.depth), key=lambda layer: (signal[layer], layer))[:k]
+    sweep = Sweep(spec, lm, store, spec.dtype)
+    base_text = str(designs.base_config(lm.depth).plan)
+    all_configs: list[Config] = []
+    seen_all: dict[str, int] = {}
+
+    def gain_of(plan: str) -> float:
+        base = _collect(sweep, base_text, items, len(items.search_slices))
+        cfg = _collect(sweep, plan, items, len(items.search_slices))
+        return analysis.point_gain(items.task, items.primary, items.higher_is_better, base, cfg)
+
+    def insert_after_last(plan: LayerPlan, layer: int) -> LayerPlan:
+        refs = list(plan.refs)
+        last = max(i for i, r in enumerate(refs) if r.layer == layer and r.source is None)
+        return LayerPlan(tuple(refs[: last + 1] + [LayerRef(layer)] + refs[last + 1 :]))
+
+    current, current_gain, used = None, 0.0, []
+    for step in range(1, steps + 1):
+        if current is None:
+            round_ = [Config(repeat_layer_plan(c, lm.depth), "search", {"step": 1, "layer": c, "repeats": 1,
+                                                                          "layers": [c]}) for c in cands]
+        else:
+            round_ = [Config(insert_after_last(parse_plan(current), c), "search",
+                             {"step": step, "layers": [*used, c]}) for c in cands if c not in used]
+        if not round_:
+            break
+        all_configs.extend(round_)
+        seen = run_sweep(spec, lm, items, round_, store, executor=executor)
+        seen_all.update(seen)
+        full = [c for c in round_ if seen[c.text] == len(items.search_slices)]
+        if not full:
+            break
+        best = max(full, key=lambda c: (gain_of(c.text), c.text))
+        g = gain_of(best.text)
+        if current is not None and g <= current_gain:
+            break
+        current, current_gain, used = best.text, g, list(best.params["layers"])
+    return all_configs, seen_all
 
 
 def _collect(sweep: Sweep, plan: str, items: TaskItems, n_slices: int) -> list[dict]:
@@ -377,6 +460,19 @@ def run_study(
             ex.set_progress(None)
             if bar:
                 bar(None, -1)
+            signals = layer_signals(spec, lm, items)
+            model_info["tasks"][budget.name]["signals"] = signals
+            for d in spec.designs:
+                if d.name == "search":
+                    log(f"{lm.name} · {budget.name}: greedy search guided by {d.args.get('signal', 'block_influence')}")
+                    found, seen_s = run_search(spec, lm, items, store, ex, d.args, signals)
+                    known = {c["plan"] for c in model_info["configs"]}
+                    for c in found:
+                        model_info["costs"].setdefault(
+                            c.text, plan_costs(lm.model, c.plan, context=spec.context_length).as_dict())
+                        if c.text not in known:
+                            model_info["configs"].append({"plan": c.text, "design": c.design, **c.params})
+                    seen = {**seen_s, **seen}
             # rank on search items; re-measure the top on held-out items
             ranked = analysis.rank_search(store, lm.digest, spec.dtype, items, seen, depth)
             top = [p for p in ranked[: spec.heldout_top_k]]
