@@ -1,8 +1,9 @@
 """Where units of work run: in this process (the default), or on Ray actors that each load the base model once.
 
-Both executors compute the same units against the same store; the store's claims are the work queue, so
-workers never duplicate a unit and a unit whose worker died is simply claimed again by another. Ray is an
-optional dependency (`pip install frankenlm[ray]`).
+Both executors compute the same units into the same store. In process, units are claimed one at a time (so
+several processes can share a store); with Ray, the driver claims a slice's units, actors compute them, and
+only the driver writes the store — an actor that dies is replaced and its chunk re-sent. Ray is an optional
+dependency (`pip install frankenlm[ray]`).
 """
 
 from __future__ import annotations
