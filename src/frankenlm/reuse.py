@@ -39,6 +39,30 @@ def batch_key(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> s
     return h.hexdigest()
 
 
+def hooked_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, layers=None,
+                   pre=None, post=None) -> torch.Tensor:
+    """Logits of one plain forward pass with temporary hooks on decoder layers (all, or the indices in
+    `layers`): `pre(k, hidden_in)` before layer k runs, `post(k, hidden_in, hidden_out)` after it."""
+    handles = []
+    for k, layer in enumerate(decoder_layers(model)):
+        if layers is not None and k not in layers:
+            continue
+        if pre is not None:
+            handles.append(layer.register_forward_pre_hook(
+                lambda mod, args, kwargs, k=k: pre(k, args[0] if args else kwargs["hidden_states"]),
+                with_kwargs=True))
+        if post is not None:
+            handles.append(layer.register_forward_hook(
+                lambda mod, args, kwargs, out, k=k: post(k, args[0] if args else kwargs["hidden_states"],
+                                                          out[0] if isinstance(out, tuple) else out),
+                with_kwargs=True))
+    try:
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def plain_forward(model: nn.Module) -> Forward:
     def fwd(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
@@ -65,20 +89,8 @@ class PrefixCache:
     def base_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The base model's logits; records the hidden state entering each boundary layer."""
         captured: dict[int, torch.Tensor] = {}
-        hooks = []
-        for k, layer in enumerate(decoder_layers(self.base)):
-            if k in self.boundaries:
-
-                def hook(mod, args, kwargs, k=k):
-                    h = args[0] if args else kwargs["hidden_states"]
-                    captured[k] = h.detach().clone()
-
-                hooks.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
-        try:
-            logits = self.base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        finally:
-            for h in hooks:
-                h.remove()
+        logits = hooked_forward(self.base, input_ids, attention_mask, layers=self.boundaries,
+                                pre=lambda k, h: captured.__setitem__(k, h.detach().clone()))
         self.states[batch_key(input_ids, attention_mask)] = captured
         return logits
 

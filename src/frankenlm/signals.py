@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .frankenmodel import decoder_layers
+from .reuse import hooked_forward
 
 
 class SignalRecorder:
@@ -29,22 +29,13 @@ class SignalRecorder:
     @torch.inference_mode()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.bool()
-        hooks = []
-        for k, layer in enumerate(decoder_layers(self.model)):
 
-            def hook(mod, args, kwargs, output, k=k):
-                x = (args[0] if args else kwargs["hidden_states"]).float()[mask]
-                y = (output[0] if isinstance(output, tuple) else output).float()[mask]
-                cos = torch.nn.functional.cosine_similarity(x, y, dim=-1).clamp(-1.0, 1.0)
-                self.cos_sum[k] += float(cos.sum())
-                self.ang_sum[k] += float(torch.arccos(cos).sum() / np.pi)
+        def post(k: int, x: torch.Tensor, y: torch.Tensor) -> None:
+            cos = torch.nn.functional.cosine_similarity(x.float()[mask], y.float()[mask], dim=-1).clamp(-1.0, 1.0)
+            self.cos_sum[k] += float(cos.sum())
+            self.ang_sum[k] += float(torch.arccos(cos).sum() / np.pi)
 
-            hooks.append(layer.register_forward_hook(hook, with_kwargs=True))
-        try:
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        finally:
-            for h in hooks:
-                h.remove()
+        logits = hooked_forward(self.model, input_ids, attention_mask, post=post)
         self.tokens += int(mask.sum())
         return logits
 
