@@ -454,7 +454,9 @@ def run_study(
             }
             (run_dir / "manifest.json").write_text(json.dumps({**manifest, "models": {**manifest["models"],
                                                                                       lm.name: model_info}}))
-            bar = progress_factory(f"{lm.name} · {budget.name} · search", len(configs) + 1) if progress_factory else None
+            # the bar advances once per unit (plan x slice); racing makes this total an upper bound
+            units = (len(configs) + 1) * spec.slices
+            bar = progress_factory(f"{lm.name} · {budget.name} · search", units) if progress_factory else None
             ex.set_progress(bar)
             seen = run_sweep(spec, lm, items, configs, store, executor=ex)
             ex.set_progress(None)
