@@ -4,7 +4,7 @@ Naive: a fresh full forward pass of each frankenmodel over every token (what a p
 lm-eval does). Engine: prefix reuse (and, in the second pair, racing). Prints wall times, ratios, the largest
 difference in any configuration's metric, and whether the top-5 configurations agree.
 
-    python benchmarks/bench_study.py [--tokens 8192] [--stride 4] [--threads 2] [--skip-fp32]
+    python benchmarks/bench_study.py [--tokens 8192] [--stride 4] [--threads 2] [--slices 8] [--skip-fp32] [--skip-reuse-only]
 """
 
 from __future__ import annotations
@@ -57,7 +57,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=8192)
     ap.add_argument("--stride", type=int, default=4, help="repeat-block stride (4 gives 36 configs on 30 layers)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--slices", type=int, default=8, help="racing looks after each slice")
     ap.add_argument("--skip-fp32", action="store_true")
+    ap.add_argument("--skip-reuse-only", action="store_true",
+                    help="in bf16, skip the reuse-only pass (fp32 already shows reuse alone)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
@@ -65,7 +68,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-study-"))
     for dtype, early in ([] if args.skip_fp32 else [("float32", False)]) + [("bfloat16", True)]:
         spec = StudySpec("bench", ["smollm2-135m"], [TaskBudget("lambada_passages", search_tokens=args.tokens)],
-                         [DesignSpec("repeat-block", {"stride": args.stride})], dtype=dtype, slices=4,
+                         [DesignSpec("repeat-block", {"stride": args.stride})], dtype=dtype, slices=args.slices,
                          early_stopping=EarlyStopping(), batch_size=16, context_length=1024)
         lm = load_model("smollm2-135m", dtype=dtype)
         items = select_items(spec.tasks[0], lm.tokenizer, spec.slices, spec.seed)
@@ -74,12 +77,13 @@ def main() -> None:
               f"({sum(map(len, items.search_slices))} documents)")
         s_naive, seen_n, t_naive = sweep(spec, lm, items, configs, tmp / f"naive-{dtype}.sqlite", False, False)
         print(f"naive (fresh forward per configuration): {t_naive:8.1f} s")
-        s_fast, seen_f, t_fast = sweep(spec, lm, items, configs, tmp / f"reuse-{dtype}.sqlite", True, False)
-        print(f"engine, prefix reuse:                    {t_fast:8.1f} s   speed-up {t_naive / t_fast:5.2f}x")
         g_n = gains(s_naive, lm, items, configs, seen_n, dtype)
-        g_f = gains(s_fast, lm, items, configs, seen_f, dtype)
-        diff = max(abs(g_n[p][0]["value"] - g_f[p][0]["value"]) for p in g_n)
-        print(f"largest |difference| in any configuration's {items.primary}: {diff:.3g}")
+        if not (early and args.skip_reuse_only):
+            s_fast, seen_f, t_fast = sweep(spec, lm, items, configs, tmp / f"reuse-{dtype}.sqlite", True, False)
+            print(f"engine, prefix reuse:                    {t_fast:8.1f} s   speed-up {t_naive / t_fast:5.2f}x")
+            g_f = gains(s_fast, lm, items, configs, seen_f, dtype)
+            diff = max(abs(g_n[p][0]["value"] - g_f[p][0]["value"]) for p in g_n)
+            print(f"largest |difference| in any configuration's {items.primary}: {diff:.3g}")
         if early:
             s_es, seen_e, t_es = sweep(spec, lm, items, configs, tmp / f"race-{dtype}.sqlite", True, True)
             g_e = gains(s_es, lm, items, configs, seen_e, dtype)
@@ -90,6 +94,8 @@ def main() -> None:
             print(f"largest |difference| among configurations run to the end: {full_diff:.3g}")
             a, b = top5(g_n, spec.slices), top5(g_e, spec.slices)
             print(f"top-5 naive:  {a}\ntop-5 racing: {b}\nsame top-5: {a == b}")
+            looks = sorted(seen_e.values())
+            print("slices seen per configuration: " + ", ".join(f"{k}: {looks.count(k)}" for k in sorted(set(looks))))
         del lm
     load = os.getloadavg()
     print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

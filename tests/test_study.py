@@ -88,7 +88,8 @@ def test_prefix_reuse_gives_the_naive_numbers(tiny_dir, tmp_path):
 
 def test_racing_stops_clearly_worse_configs_but_never_the_leaders(tiny_dir, tmp_path):
     spec = tiny_spec(str(tiny_dir))
-    spec.early_stopping = EarlyStopping(level=0.5)  # aggressive, so that something stops on this tiny budget
+    # aggressive, so that something stops on this tiny budget
+    spec.early_stopping = EarlyStopping(level=0.5, min_items=1)
     lm = load_model(str(tiny_dir))
     items = select_items(spec.tasks[0], lm.tokenizer, spec.slices, spec.seed)
     configs = study_configs(spec, lm.depth)
@@ -97,6 +98,13 @@ def test_racing_stops_clearly_worse_configs_but_never_the_leaders(tiny_dir, tmp_
     stopped = [p for p, k in seen.items() if k < spec.slices]
     assert stopped, "level 0.5 on a random model should stop some configs"
     assert len(full) >= spec.heldout_top_k
+
+    # the same racing rule takes no decision before it has seen min_items documents
+    assert any(k == 1 for k in seen.values()), "nothing stopped at the first look"
+    first = len(items.search_slices[0])
+    spec.early_stopping = EarlyStopping(level=0.5, min_items=first + 1)
+    seen2 = run_sweep(spec, lm, items, configs, Store(tmp_path / "r.sqlite"))
+    assert all(seen2[p] >= 2 for p in seen2), "a config was dropped after fewer than min_items documents"
 
 
 def _study_cmd(spec_path: Path, run_dir: Path) -> list[str]:

@@ -32,6 +32,7 @@ class EarlyStopping:
 
     level: float = 0.99  # two-sided level of the paired interval used to drop (conservative: several looks)
     min_slices: int = 1  # slices every config sees before it may be dropped
+    min_items: int = 10  # and at least this many items (documents): no decision on a handful of documents
 
 
 @dataclass
@@ -41,7 +42,7 @@ class StudySpec:
     tasks: list[TaskBudget]
     designs: list[DesignSpec]
     dtype: str = "bfloat16"
-    slices: int = 4
+    slices: int = 8  # racing looks after each slice: the first look is 1/slices of the search budget
     early_stopping: EarlyStopping | None = field(default_factory=EarlyStopping)
     heldout_top_k: int = 5
     fp32_top_k: int = 3

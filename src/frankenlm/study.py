@@ -277,7 +277,8 @@ def run_sweep(
             sweep.wait_for(sweep.unit(p, items.task, docs) for p in [base_text, *alive])
         for p in alive:
             seen[p] = s + 1
-        if es is not None and alive and s + 1 < n and s + 1 >= es.min_slices:
+        looked = sum(len(x) for x in items.search_slices[: s + 1])
+        if es is not None and alive and s + 1 < n and s + 1 >= es.min_slices and looked >= es.min_items:
             base_items = _collect(sweep, base_text, items, s + 1)
             seen_items = {p: _collect(sweep, p, items, s + 1) for p in alive}
             cmps = {p: analysis.compare(items.task, items.primary, items.higher_is_better, base_items,
