@@ -116,7 +116,7 @@ def test_empty_continuation_is_an_error(tiny_lm):
 
 def test_bad_scorer_settings(tiny_lm):
     model, tok = tiny_lm
-    with pytest.raises(FrankenError, match="batch_size"):
+    with pytest.raises(FrankenError, match="batch size"):
         Scorer(model, tok, batch_size=0)
     with pytest.raises(FrankenError, match="max_length"):
         Scorer(model, tok, max_length=4096)  # the model has 512 positions

@@ -96,16 +96,21 @@ def _greedy_by_full_passes(model, prompt: torch.Tensor, n: int) -> torch.Tensor:
     return seq
 
 
+def _generate_greedy(fm, prompt: torch.Tensor, n: int) -> torch.Tensor:
+    """`generate()` (KV-cached decoding) for exactly n greedy tokens."""
+    gc = copy.deepcopy(fm.generation_config)
+    gc.do_sample, gc.max_new_tokens, gc.min_new_tokens = False, n, None
+    gc.eos_token_id, gc.pad_token_id = None, 0
+    with torch.no_grad():
+        return fm.generate(prompt, generation_config=gc, attention_mask=torch.ones_like(prompt))
+
+
 @pytest.mark.parametrize("plan_name", list(PLANS))
 @pytest.mark.parametrize("arch", ARCHS)
 def test_generate_equals_greedy_full_passes(bases, ids, arch, plan_name):
     fm = build_frankenmodel(sources_for(bases, arch, plan_name), PLANS[plan_name])
     prompt = ids[:, :6]
-    gc = copy.deepcopy(fm.generation_config)
-    gc.do_sample, gc.max_new_tokens, gc.min_new_tokens = False, 12, None
-    gc.eos_token_id, gc.pad_token_id = None, 0
-    with torch.no_grad():
-        out = fm.generate(prompt, generation_config=gc, attention_mask=torch.ones_like(prompt))
+    out = _generate_greedy(fm, prompt, 12)
     assert out.shape[1] == 6 + 12
     assert torch.equal(out, _greedy_by_full_passes(fm, prompt, 12))
 
@@ -178,11 +183,55 @@ def test_smollm2_repeat_block_cached_and_zero_copy():
     assert storage_ptrs(base, fm) == storage_ptrs(base)
 
 
-def test_multi_device_sources_are_refused_not_run_wrongly():
-    from frankenlm.errors import FrankenError
-    from frankenlm.frankenmodel import build_frankenmodel
+def _split_map(model: nn.Module) -> dict:
+    """A per-module device map as accelerate's device_map="auto" writes it (here all on the CPU, so that the
+    hook-based dispatch path runs on machines without GPUs)."""
+    inner = [f"model.{n}" for n, _ in model.model.named_children() if n != "layers"]
+    layers = [f"model.layers.{i}" for i in range(len(decoder_layers(model)))]
+    return {k: "cpu" for k in [*inner, *layers, "lm_head"]}
+
+
+@pytest.mark.parametrize("plan_name", list(PLANS))
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_split_sources_dispatch_each_position_to_its_layer_device(bases, ids, arch, plan_name):
+    from frankenlm.frankenmodel import split_device_map
+
+    src = sources_for(bases, arch, plan_name)
+    plain = build_frankenmodel(src, PLANS[plan_name])
+    split_src = {a: copy.copy(m) for a, m in (src.items() if isinstance(src, dict) else [(None, src)])}
+    for m in split_src.values():
+        m.hf_device_map = _split_map(m)
+    fm = build_frankenmodel(split_src if isinstance(src, dict) else split_src[None], PLANS[plan_name])
+    plan = parse_plan(PLANS[plan_name])
+    dm = split_device_map(plan, split_src, None, fm)
+    assert set(dm) >= {f"model.layers.{p}" for p in range(len(plan))} | {"lm_head", "model.embed_tokens"}
+    assert fm.hf_device_map == dm
+    assert hasattr(decoder_layers(fm)[0], "_hf_hook"), "accelerate's device hooks were not attached"
+    with torch.no_grad():
+        full = fm(ids).logits
+        assert torch.equal(full, plain(ids).logits)
+        cached = cached_logits(fm, ids)
+    assert (cached - full).abs().max().item() <= TOL
+    base_models = list(split_src.values())
+    assert storage_ptrs(*base_models, fm) == storage_ptrs(*base_models)
+    prompt = ids[:, :6]
+    assert torch.equal(_generate_greedy(fm, prompt, 8), _greedy_by_full_passes(plain, prompt, 8))
+
+
+def test_offloaded_sources_are_refused():
+    base = tiny_model("llama")
+    with torch.no_grad():
+        base.model.layers[1].mlp.up_proj.weight = nn.Parameter(torch.empty(64, 32, device="meta"))
+    with pytest.raises(FrankenError, match="offloaded"):
+        build_frankenmodel(base, "0..5,2")
+
+
+def test_device_map_with_cpu_or_disk_offload_is_refused_at_load():
+    from frankenlm.loading import check_split
 
     base = tiny_model("llama")
-    base.hf_device_map = {"model.embed_tokens": "cpu", "model.layers": 0, "lm_head": 1}
-    with pytest.raises(FrankenError, match="split over devices"):
-        build_frankenmodel(base, "0..5,2")
+    base.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "cpu", "lm_head": "disk"}
+    with pytest.raises(FrankenError, match=r"offloaded part of it to \['cpu', 'disk'\]"):
+        check_split(base, "tiny")
+    base.hf_device_map = {"": 0}
+    check_split(base, "tiny")  # wholly on one GPU: fine

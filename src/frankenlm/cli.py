@@ -181,7 +181,7 @@ def generate(
     source: list[str] = typer.Option([], "--source", help=SOURCE_HELP),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     chat: bool = typer.Option(False, help="wrap the prompt in the model's chat template"),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | auto (split over all GPUs)"),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
 ) -> None:
     """Greedy generation with a base model or a frankenmodel (KV-cached)."""
@@ -243,9 +243,9 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="items per task (seeded subset)"),
     seed: int = typer.Option(1234, help="seed of the item subset"),
     split: str = typer.Option("all", help="all | search | heldout"),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    batch_size: str = typer.Option("8", "--batch-size", help="rows per forward pass, or auto (from free GPU memory)"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="context window (default min(2048, model))"),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | auto (split over all GPUs)"),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results (with per-item results) here"),
 ) -> None:
@@ -261,6 +261,9 @@ def eval_cmd(
         raise FrankenError("--tasks is empty: name at least one task")
     for n in names:
         get_task(n)
+    from .batching import parse_batch_size
+
+    parse_batch_size(batch_size)
     base, models, p = _load_all(model, source, plan, dtype, device)
     out = run_eval(base, models, p, names, limit=limit, seed=seed, split=split, batch_size=batch_size,
                    max_length=max_length, device=device)
@@ -283,7 +286,7 @@ def study(
     tasks: Optional[str] = typer.Option(None, "--tasks", help="comma-separated tasks (default: the preset's)"),
     out: Path = typer.Option(Path("runs/study"), "--out", "-o", help="run directory"),
     resume: bool = typer.Option(False, "--resume", help="continue a run directory that already holds this study"),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | auto (split over all GPUs)"),
     dtype: Optional[str] = typer.Option(None, help="sweep dtype (default bfloat16)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help="race configurations"),
@@ -293,8 +296,13 @@ def study(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: start one)"),
     workers: int = typer.Option(2, "--workers", min=1, help="Ray workers (each loads the model once)"),
     worker_threads: int = typer.Option(1, "--worker-threads", min=1, help="torch threads per Ray worker"),
+    gpus_per_worker: int = typer.Option(1, "--gpus-per-worker", min=1,
+                                        help="GPUs per Ray worker (with --device auto: one model split over them)"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size",
+                                             help="rows per forward pass, or auto (from free GPU memory)"),
 ) -> None:
     """Run a study: sweep layer plans, rank on search items, confirm on held-out items, write the report."""
+    from .batching import parse_batch_size
     from .loading import parse_device, parse_dtype, set_threads
     from .presets import preset as make_preset
     from .study import run_study
@@ -316,12 +324,14 @@ def study(
         spec.dtype = dtype
     if not early_stopping:
         spec.early_stopping = None
+    if batch_size is not None:
+        spec.batch_size = parse_batch_size(batch_size)
     if (out / "spec.json").exists() and not resume:
         raise FrankenError(f"{out} already holds a study: pass --resume to continue it, or choose another --out")
     set_threads(threads)
     if executor not in ("local", "ray"):
         raise FrankenError(f"unknown executor {executor!r}: use local or ray")
-    ray_options = {"address": ray_address, "workers": workers, "threads": worker_threads}
+    ray_options = {"address": ray_address, "workers": workers, "threads": worker_threads, "gpus": gpus_per_worker}
     report = run_study(spec, out, device=device, store_path=store, progress_factory=_progress_factory(),
                        log=lambda m: console.print(m, highlight=False), command=" ".join(sys.argv),
                        executor=executor, ray_options=ray_options)

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from . import stats
+from .batching import AUTO, auto_batch_size, parse_batch_size
 from .errors import FrankenError
 from .tasks import get_task, list_tasks
 from .tasks.base import Doc, MeanMetric, RatioMetric, Task, check_selection
@@ -131,19 +132,20 @@ class Scorer:
         model: Any,
         tokenizer: Any,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | str = DEFAULT_BATCH_SIZE,
         device: str | torch.device | None = None,
         max_length: int | None = None,
         forward: ForwardFn | None = None,
         add_bos_token: bool | None = None,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise FrankenError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = parse_batch_size(batch_size)
         limit = model_max_length(model)
         if max_length is None:
             max_length = min(DEFAULT_MAX_LENGTH, limit)
         if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= limit:
             raise FrankenError(f"max_length must be an integer in [2, {limit}] (the model's positional limit), got {max_length!r}")
+        if batch_size == AUTO:  # from free GPU memory (a fixed size on the CPU), once per model
+            batch_size = auto_batch_size(model, max_length)
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -631,7 +633,7 @@ def evaluate(
     limit: int | None = None,
     seed: int = 1234,
     split: str = "all",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | str = DEFAULT_BATCH_SIZE,
     device: str | torch.device | None = None,
     max_length: int | None = None,
     forward: ForwardFn | None = None,
@@ -665,7 +667,7 @@ def evaluate(
         "limit": limit,
         "seed": seed,
         "split": split,
-        "batch_size": batch_size,
+        "batch_size": scorer.batch_size,
         "max_length": scorer.max_length,
         "device": str(scorer.device),
         "custom_forward": forward is not None,

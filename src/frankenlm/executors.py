@@ -101,6 +101,7 @@ class RayExecutor:
         workers: int = 2,
         threads: int = 1,
         device: str = "cpu",
+        gpus: int = 1,
         progress: Progress | None = None,
         fail_after: dict[int, int] | None = None,
         chunk: int = 4,
@@ -119,9 +120,13 @@ class RayExecutor:
             except Exception as e:  # noqa: BLE001 - ray raises many types for a bad address
                 raise FrankenError(f"cannot start or reach the Ray cluster {address or '(local)'}: {e}") from None
         self.spec, self.store, self.dtype, self.progress, self.chunk = spec, store, dtype, progress, chunk
-        self.args = (spec.to_json(), model, dtype, device, threads)
-        gpus = 1 if device.startswith("cuda") else 0
-        self.actor_cls = ray.remote(num_cpus=threads, num_gpus=gpus, max_restarts=0)(_Worker)
+        # Ray gives each GPU worker its own GPUs (CUDA_VISIBLE_DEVICES): "cuda" is the first of them, and
+        # "auto" splits the model over all `gpus` of them with accelerate's device_map
+        on_gpu = device.startswith("cuda") or device == "auto"
+        if on_gpu and device != "auto" and gpus != 1:
+            raise FrankenError(f"--device {device} runs one GPU per worker: use --device auto to split over {gpus}")
+        self.args = (spec.to_json(), model, dtype, "cuda" if device.startswith("cuda") else device, threads)
+        self.actor_cls = ray.remote(num_cpus=threads, num_gpus=gpus if on_gpu else 0, max_restarts=0)(_Worker)
         self.actors = [self.actor_cls.remote(*self.args, fail_after=(fail_after or {}).get(i)) for i in range(workers)]
         digests = set(ray.get([a.digest.remote() for a in self.actors]))
         if len(digests) != 1:

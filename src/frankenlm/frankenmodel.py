@@ -167,12 +167,9 @@ def build_frankenmodel(
     plan, sources, cfg = prepare_sources(base, plan, head_source)
     head = sources[head_source]
     for alias, m in sources.items():
-        devices = set((getattr(m, "hf_device_map", None) or {}).values())
-        if len(devices) > 1:
-            raise FrankenError(
-                f"source {alias or 'default'!r} is split over devices {sorted(map(str, devices))} (device_map): "
-                "frankenmodels of multi-device models are not supported yet; load it on one device"
-            )
+        if any(p.is_meta for p in m.parameters()):
+            raise FrankenError(f"source {alias or 'default'!r} has offloaded (meta) weights: frankenmodels need "
+                               "every weight resident on a device")
 
     with torch.device("meta"):
         fm = type(head)._from_config(cfg, dtype=head.dtype)
@@ -192,7 +189,59 @@ def build_frankenmodel(
     fm.generation_config = copy.deepcopy(head.generation_config)
     fm.eval()
     fm.frankenlm_plan = plan
+    if any(len(getattr(m, "hf_device_map", None) or {}) > 1 for m in sources.values()):
+        _dispatch(fm, plan, sources, head_source)
     return fm
+
+
+def _device_in(device_map: Mapping[str, object], name: str) -> torch.device | None:
+    """The device `device_map` gives module `name` (its longest matching prefix; "" matches everything)."""
+    keys = [k for k in device_map if k == "" or name == k or name.startswith(k + ".")]
+    if not keys:
+        return None
+    d = device_map[max(keys, key=len)]
+    return torch.device("cuda", d) if isinstance(d, int) else torch.device(d)
+
+
+def split_device_map(plan: LayerPlan, sources: Mapping[str | None, nn.Module], head_source: str | None,
+                     fm: nn.Module) -> dict[str, torch.device]:
+    """Where each module of the frankenmodel runs: every position on the device of the source layer whose
+    weights it shares, everything else where the head source keeps it (sources split with accelerate)."""
+
+    def device_of(alias: str | None, name: str) -> torch.device:
+        m = sources[alias]
+        d = _device_in(getattr(m, "hf_device_map", None) or {}, name)
+        if d is None:  # not in the map (a parameterless module, or a source on one device)
+            d = m.get_input_embeddings().weight.device
+        return d
+
+    inner = fm.get_submodule("model")
+    out: dict[str, torch.device] = {}
+    for name, _ in fm.named_children():
+        if name != "model":
+            out[name] = device_of(head_source, name)
+    for name, _ in inner.named_children():
+        if name != "layers":
+            out[f"model.{name}"] = device_of(head_source, f"model.{name}")
+    for pos, r in enumerate(plan):
+        out[f"model.layers.{pos}"] = device_of(r.source, f"model.layers.{r.layer}")
+    return out
+
+
+def _dispatch(fm: nn.Module, plan: LayerPlan, sources, head_source) -> None:
+    """Run each module of a frankenmodel of split sources where its weights live (accelerate's hooks move the
+    activations between devices; nothing is copied: every weight is already on its execution device)."""
+    from accelerate import dispatch_model
+
+    device_map = split_device_map(plan, sources, head_source, fm)
+    for name, module in fm.named_modules():
+        for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            want = _device_in(device_map, name)
+            if want is not None and t.device != want:
+                raise FrankenError(f"internal: {name} holds a tensor on {t.device}, its map says {want}")
+    skip = sorted(set(getattr(fm, "_skip_keys_device_placement", None) or []) | {"cache", "past_key_values"})
+    # torch.device values (never the strings "cpu"/"disk") so accelerate treats no module as offloaded
+    dispatch_model(fm, device_map=device_map, skip_keys=skip, force_hooks=True)
 
 
 def check_layer_types(fm: nn.Module) -> None:

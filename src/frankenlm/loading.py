@@ -47,9 +47,18 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
+SPLIT = "auto"  # --device auto: split the model over all visible GPUs with accelerate's device_map
+
+
 def parse_device(device: str | torch.device | None) -> torch.device:
+    """A torch device; "auto" (split over all GPUs) is checked and answered with the first GPU."""
     if device is None:
         return torch.device("cpu")
+    if device == SPLIT:
+        if not torch.cuda.is_available():
+            raise FrankenError("--device auto splits the model over GPUs, but this machine has no CUDA GPU: "
+                               "use --device cpu")
+        return torch.device("cuda", 0)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -175,19 +184,34 @@ def load_model(
     dev = parse_device(device)
     name, path, digest = resolve(source)
     _quiet_transformers()
+    split = device == SPLIT
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, **({"device_map": "auto"} if split else {}))
         tok = AutoTokenizer.from_pretrained(str(path))
     except Exception as e:
         raise FrankenError(f"cannot load model from {str(path)!r}: {type(e).__name__}: {e}") from None
     if not digest:
         digest = _dir_digest(path)
-    model.to(dev)
+    if split:
+        check_split(model, name)
+    else:
+        model.to(dev)
     model.eval()
     model.requires_grad_(False)
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
     return LoadedModel(model, tok, name, digest, str(path))
+
+
+def check_split(model, name: str) -> None:
+    """A model loaded with device_map must be wholly on GPUs: offloaded weights cannot be shared by positions."""
+    where = set(map(str, (getattr(model, "hf_device_map", None) or {}).values()))
+    offloaded = where & {"cpu", "disk", "meta"}
+    if offloaded or any(p.is_meta for p in model.parameters()):
+        raise FrankenError(
+            f"{name} does not fit in the GPUs' memory: accelerate offloaded part of it to {sorted(offloaded)}. "
+            "Frankenmodels bind positions to resident weights; use more GPUs, bfloat16, or a smaller model"
+        )
 
 
 def set_threads(n: int | None) -> None:

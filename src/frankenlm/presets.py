@@ -46,7 +46,7 @@ class StudySpec:
     early_stopping: EarlyStopping | None = field(default_factory=EarlyStopping)
     heldout_top_k: int = 5
     fp32_top_k: int = 3
-    batch_size: int = 8
+    batch_size: int | str = 8  # or "auto": from free GPU memory, chosen per model and worker
     context_length: int = 1024
     seed: int = 1234
 

@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import analysis, designs
+from .batching import AUTO, resolve_batch_size
 from .costs import plan_costs
 from .designs import Config
 from .errors import FrankenError
@@ -396,7 +397,7 @@ def run_study(
 ) -> Path:
     """Run (or resume) a study into `run_dir` and write its report. Returns the report path.
 
-    `executor` is "local" (this process) or "ray" (`ray_options`: address, workers, threads).
+    `executor` is "local" (this process) or "ray" (`ray_options`: address, workers, threads, gpus).
     """
     if executor not in ("local", "ray"):
         raise FrankenError(f"unknown executor {executor!r}: use local or ray")
@@ -432,10 +433,14 @@ def run_study(
         depth = lm.depth
         configs = study_configs(spec, depth)
         ex = make_executor(lm, model_name, spec.dtype)
+        batch_size = resolve_batch_size(spec.batch_size, lm.model, spec.context_length)
+        if spec.batch_size == AUTO:
+            log(f"{lm.name}: batch size {batch_size} (auto, from free memory on {lm.model.device})")
         model_info = {
             "name": lm.name,
             "digest": lm.digest,
             "depth": depth,
+            "batch_size": batch_size,
             "params": int(sum(p.numel() for p in lm.model.parameters())),
             "configs": [{"plan": c.text, "design": c.design, **c.params} for c in configs],
             "costs": {
