@@ -64,3 +64,29 @@ def test_two_processes_do_not_duplicate_work(tmp_path):
         p.join(60)
     assert sorted(results[0] + results[1]) == list(range(40))  # each unit computed exactly once
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM results").fetchone()[0] == 40
+
+
+def _claim_and_die(path):
+    import os
+    import signal
+
+    s = Store(path)
+    s.claim(unit())
+    os.kill(os.getpid(), signal.SIGKILL)  # dies holding the claim, like a study killed with kill -9
+
+
+def test_a_claim_of_a_killed_process_on_this_host_does_not_block(tmp_path):
+    path = tmp_path / "r.sqlite"
+    Store(path).close()
+    p = mp.get_context("spawn").Process(target=_claim_and_die, args=(path,))
+    p.start()
+    p.join()
+    assert p.exitcode == -9
+    s = Store(path)  # default lease: 10 minutes, still running
+    owner, claimed = s.db.execute("SELECT owner, claimed FROM claims").fetchone()
+    assert time.time() - claimed < s.lease and owner != s.owner
+    assert not s.claimed_by_others(unit())
+    assert s.claim(unit())
+    # a claim by an owner on another host is trusted until its lease lapses
+    s.db.execute("UPDATE claims SET owner='elsewhere:1:1'")
+    assert Store(path).claimed_by_others(unit())

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from frankenlm import designs
+from frankenlm.errors import FrankenError
 from frankenlm.loading import load_model
 from frankenlm.presets import DesignSpec, EarlyStopping, StudySpec, TaskBudget
 from frankenlm.store import Store
@@ -218,3 +219,14 @@ def test_prefix_reuse_when_the_whole_base_is_the_prefix():
     assert k == 5
     full = build_frankenmodel(base, "0..5,5*2")(input_ids=ids, attention_mask=mask).logits
     assert torch.equal(fwd(ids, mask), full)
+
+
+def test_a_run_is_resumed_on_the_device_kind_it_started_on(tiny_dir, tmp_path):
+    spec = tiny_spec(str(tiny_dir))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "spec.json").write_text(spec.to_json())
+    (run_dir / "manifest.json").write_text(json.dumps({"device_type": "cuda", "models": {}}))
+    with pytest.raises(FrankenError, match="was run on cuda: resume it on cuda"):
+        run_study(spec, run_dir, device="cpu")
+    assert not (run_dir / "results.sqlite").exists(), "refused after touching the store"

@@ -153,7 +153,7 @@ class Store:
                 self.db.execute("COMMIT")
                 return False
             row = self.db.execute("SELECT owner, claimed FROM claims WHERE key=?", (unit.key,)).fetchone()
-            if row is not None and row[0] != self.owner and now - row[1] < self.lease:
+            if self._held_by_other(row, now):
                 self.db.execute("COMMIT")
                 return False
             self.db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?)", (unit.key, self.owner, now))
@@ -173,4 +173,24 @@ class Store:
 
     def claimed_by_others(self, unit: Unit) -> bool:
         row = self.db.execute("SELECT owner, claimed FROM claims WHERE key=?", (unit.key,)).fetchone()
-        return row is not None and row[0] != self.owner and time.time() - row[1] < self.lease
+        return self._held_by_other(row, time.time())
+
+    def _held_by_other(self, row: tuple | None, now: float) -> bool:
+        """A claim row blocks this process while another owner's lease runs and that owner may be alive."""
+        return row is not None and row[0] != self.owner and now - row[1] < self.lease and owner_alive(row[0])
+
+
+def owner_alive(owner: str) -> bool:
+    """False only when the owner is known dead: a process of this host (owner = host:pid:ns) that no longer
+    exists, e.g. one killed with SIGKILL. Owners on other hosts are trusted until their lease lapses."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

@@ -24,7 +24,7 @@ from .batching import AUTO, resolve_batch_size
 from .costs import plan_costs
 from .designs import Config
 from .errors import FrankenError
-from .loading import LoadedModel, load_model
+from .loading import LoadedModel, load_model, parse_device
 from .presets import DesignSpec, StudySpec, TaskBudget
 from .reuse import PrefixCache, base_prefix_length, plain_forward
 from .store import Store, Unit, item_set_digest
@@ -413,9 +413,18 @@ def run_study(
             )
     else:
         spec_file.write_text(spec.to_json())
+    # a study pairs every configuration with the base item by item, and bf16 numbers differ between a CPU and
+    # a GPU: a run is resumed on the kind of device it started on
+    device_type = parse_device(device).type
+    manifest_file = run_dir / "manifest.json"
+    if manifest_file.exists():
+        was = json.loads(manifest_file.read_text()).get("device_type", "cpu")
+        if was != device_type:
+            raise FrankenError(f"{run_dir} was run on {was}: resume it on {was} (its stored numbers would be "
+                               f"paired with numbers computed on {device_type}), or use another --out")
     store = Store(store_path or run_dir / "results.sqlite")
     manifest: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": {}, "timings": {}, "command": command,
-                      "store": str(Path(store.path).resolve()), "executor": executor}
+                      "store": str(Path(store.path).resolve()), "executor": executor, "device_type": device_type}
 
     def make_executor(lm: LoadedModel, model_name: str, dtype: str):
         if executor == "local":
