@@ -10,6 +10,9 @@ position replaces attention by a zero branch (which still writes a one-element-p
 KV cache so that the cache's sequence length stays right). The residual stream and norms are the layer's own,
 so the result equals a materialized layer whose MLP ``down_proj`` (resp. attention ``o_proj``) is zero — which
 is how exports represent them.
+
+Sources split over several GPUs with accelerate's ``device_map`` give a frankenmodel whose every position runs
+on the GPU holding its source layer (`split_device_map`), with accelerate's hooks moving the activations.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import analysis, designs
-from .batching import AUTO, resolve_batch_size
+from .batching import AUTO, parse_batch_size, resolve_batch_size
 from .costs import plan_costs
 from .designs import Config
 from .errors import FrankenError
@@ -443,7 +443,7 @@ def run_study(
         configs = study_configs(spec, depth)
         ex = make_executor(lm, model_name, spec.dtype)
         batch_size = resolve_batch_size(spec.batch_size, lm.model, spec.context_length)
-        if spec.batch_size == AUTO:
+        if parse_batch_size(spec.batch_size) == AUTO:
             log(f"{lm.name}: batch size {batch_size} (auto, from free memory on {lm.model.device})")
         model_info = {
             "name": lm.name,
