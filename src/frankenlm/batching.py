@@ -98,14 +98,11 @@ def auto_batch_size(model: torch.nn.Module, context_length: int) -> int:
     else:
         free = min(torch.cuda.mem_get_info(d)[0] for d in devices)
         start = estimate_batch_size(free, row_bytes(model.config, context_length, model.dtype))
-        first = devices[0]
-        emb = model.get_input_embeddings()
-        if emb is not None:
-            first = emb.weight.device
+        inputs_on = model.get_input_embeddings().weight.device  # where a split model takes its input
 
         @torch.inference_mode()
         def attempt(n: int) -> None:
-            ids = torch.zeros(n, context_length, dtype=torch.long, device=first)
+            ids = torch.zeros(n, context_length, dtype=torch.long, device=inputs_on)
             logits = model(input_ids=ids, use_cache=False).logits
             torch.log_softmax(logits.float(), dim=-1)
 

@@ -238,8 +238,8 @@ def _dispatch(fm: nn.Module, plan: LayerPlan, sources, head_source) -> None:
 
     device_map = split_device_map(plan, sources, head_source, fm)
     for name, module in fm.named_modules():
+        want = _device_in(device_map, name)
         for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
-            want = _device_in(device_map, name)
             if want is not None and t.device != want:
                 raise FrankenError(f"internal: {name} holds a tensor on {t.device}, its map says {want}")
     skip = sorted(set(getattr(fm, "_skip_keys_device_placement", None) or []) | {"cache", "past_key_values"})
