@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from frankenlm.evaluator import Scorer, rolling_windows  # noqa: E402
-from frankenlm.loading import load_model  # noqa: E402
-from frankenlm.tasks import get_task  # noqa: E402
+from frankenlm.eval.evaluator import Scorer, rolling_windows  # noqa: E402
+from frankenlm.model.loading import load_model  # noqa: E402
+from frankenlm.eval.tasks import get_task  # noqa: E402
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ CHILD = r"""
 import json, resource, sys, time
 import torch
 torch.set_num_threads(1)
-from frankenlm.loading import load_model
-from frankenlm.frankenmodel import build_frankenmodel, storage_ptrs
-from frankenlm.costs import plan_costs
+from frankenlm.model.loading import load_model
+from frankenlm.model.frankenmodel import build_frankenmodel, storage_ptrs
+from frankenlm.model.costs import plan_costs
 model, plan = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 lm = load_model(model, dtype="bfloat16")

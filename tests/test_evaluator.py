@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from frankenlm import evaluator
+from frankenlm.eval import evaluator
 from frankenlm.errors import FrankenError
-from frankenlm.evaluator import EvalResult, Scorer, continuation_logprob, evaluate, rolling_windows
-from frankenlm.tasks import (
+from frankenlm.eval.evaluator import EvalResult, Scorer, continuation_logprob, evaluate, rolling_windows
+from frankenlm.eval.tasks import (
     GenerateRequest,
     LoglikelihoodRequest,
     LoglikelihoodResult,
@@ -23,7 +23,7 @@ from frankenlm.tasks import (
     RollingResult,
     get_task,
 )
-from frankenlm.tasks.multiple_choice import choice_doc
+from frankenlm.eval.tasks.multiple_choice import choice_doc
 
 REQUESTS = [
     LoglikelihoodRequest("Question: what is a list?\nAnswer:", " a mutable sequence"),

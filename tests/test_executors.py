@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from frankenlm.store import Store
-from frankenlm.study import run_study
+from frankenlm.study.store import Store
+from frankenlm.study.runner import run_study
 
 from test_study import tiny_dir, tiny_spec  # noqa: F401  (fixture re-export)
 

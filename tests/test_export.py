@@ -18,9 +18,9 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
 from frankenlm.errors import FrankenError
-from frankenlm.export import export_gguf, export_hf, export_mergekit, gemma3_gguf_layer_type, materialize
-from frankenlm.frankenmodel import build_frankenmodel, decoder_layers, storage_ptrs
-from frankenlm.plan import from_mergekit, parse_plan
+from frankenlm.export.core import export_gguf, export_hf, export_mergekit, gemma3_gguf_layer_type, materialize
+from frankenlm.model.frankenmodel import build_frankenmodel, decoder_layers, storage_ptrs
+from frankenlm.model.plan import from_mergekit, parse_plan
 
 from tiny import ARCHS, PLANS, load_gguf, tiny_model, tiny_model_gguf_ready, sources_for, write_tiny_gguf
 
@@ -238,7 +238,7 @@ def test_gguf_export_gemma3_refuses_plans_that_move_full_attention(tiny_ggufs, t
 
 def test_gguf_gemma3_refusal_is_needed(tiny_ggufs, tiny_gguf_bases, ids, tmp_path, monkeypatch):
     """With the check disabled, such a GGUF loads with the index-derived layer types and other logits."""
-    import frankenlm.export as export
+    import frankenlm.export.core as export
 
     monkeypatch.setattr(export, "gemma3_gguf_layer_type", lambda i: "unchecked")
     text = PLANS["repeat_block"]
@@ -273,8 +273,8 @@ def test_gguf_export_errors(bases, tiny_ggufs, tmp_path):
 def test_gguf_export_smollm2_raw_bytes_and_logits(tmp_path):
     """Real Q4_1 model: one plan with a repeated block, attention-only and MLP-only repeats (one GGUF load,
     ~15 s, covers all three)."""
-    from frankenlm import zoo
-    from frankenlm.loading import load_model
+    from frankenlm.model import zoo
+    from frankenlm.model.loading import load_model
 
     torch.set_num_threads(1)
     src_path = zoo.gguf_path("smollm2-135m")

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from frankenlm.errors import FrankenError
-from frankenlm.frankenmodel import build_frankenmodel, check_layer_types, decoder_layers, storage_ptrs
-from frankenlm.plan import identity_plan, parse_plan
+from frankenlm.model.frankenmodel import build_frankenmodel, check_layer_types, decoder_layers, storage_ptrs
+from frankenlm.model.plan import identity_plan, parse_plan
 
 from tiny import ARCHS, DEPTH, PLANS, cached_logits, sources_for, tiny_model
 
@@ -165,7 +165,7 @@ def test_out_of_range_and_unknown_sources_are_refused(bases):
 
 @pytest.mark.slow
 def test_smollm2_repeat_block_cached_and_zero_copy():
-    from frankenlm.loading import load_model
+    from frankenlm.model.loading import load_model
 
     torch.set_num_threads(1)
     lm = load_model("smollm2-135m")
@@ -194,7 +194,7 @@ def _split_map(model: nn.Module) -> dict:
 @pytest.mark.parametrize("plan_name", list(PLANS))
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_split_sources_dispatch_each_position_to_its_layer_device(bases, ids, arch, plan_name):
-    from frankenlm.frankenmodel import split_device_map
+    from frankenlm.model.frankenmodel import split_device_map
 
     src = sources_for(bases, arch, plan_name)
     plain = build_frankenmodel(src, PLANS[plan_name])
@@ -227,7 +227,7 @@ def test_offloaded_sources_are_refused():
 
 
 def test_device_map_with_cpu_or_disk_offload_is_refused_at_load():
-    from frankenlm.loading import check_split
+    from frankenlm.model.loading import check_split
 
     base = tiny_model("llama")
     base.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "cpu", "lm_head": "disk"}

@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 import torch
 
-from frankenlm.evaluator import Scorer
-from frankenlm.tasks import get_task
+from frankenlm.eval.evaluator import Scorer
+from frankenlm.eval.tasks import get_task
 
 pytestmark = pytest.mark.slow
 

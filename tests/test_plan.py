@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from frankenlm.errors import FrankenError
-from frankenlm.plan import (
+from frankenlm.model.plan import (
     LayerPlan,
     LayerRef,
     format_plan,

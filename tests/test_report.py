@@ -1,4 +1,4 @@
-"""Tests for frankenlm.report on synthetic run directories, plus a headless-Chromium render check."""
+"""Tests for frankenlm.report.page on synthetic run directories, plus a headless-Chromium render check."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frankenlm.analysis import RESULT_COLUMNS
-from frankenlm.plan import identity_plan, repeat_block_plan, repeat_layer_plan
-from frankenlm.report import TOP_N, write_report
-from frankenlm.stats import holm
+from frankenlm.study.analysis import RESULT_COLUMNS
+from frankenlm.model.plan import identity_plan, repeat_block_plan, repeat_layer_plan
+from frankenlm.report.page import TOP_N, write_report
+from frankenlm.eval.stats import holm
 
 COLUMNS = RESULT_COLUMNS  # the analysis step writes exactly these
 A, B = "smollm2-135m", "smollm2-360m"
@@ -285,7 +285,7 @@ def test_rich_answers(rich) -> None:
 
 
 def test_block_cells_filled_from_equivalent_plans(rich) -> None:
-    from frankenlm.report import _groups, _load
+    from frankenlm.report.page import _groups, _load
 
     run_dir, _ = rich
     g = next(g for g in _groups(*_load(run_dir)) if g.model == A and g.task == "wikitext")
@@ -321,7 +321,7 @@ def test_deterministic_pure_and_torch_free(tmp_path) -> None:
     run_dir = null_run(tmp_path / "run")
     (run_dir / "figures").mkdir()
     (run_dir / "figures" / "stale.png").write_bytes(b"old")
-    code = ("import sys; from pathlib import Path; from frankenlm.report import write_report; "
+    code = ("import sys; from pathlib import Path; from frankenlm.report.page import write_report; "
             f"write_report(Path({str(run_dir)!r})); print('torch' in sys.modules)")  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

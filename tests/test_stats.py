@@ -1,4 +1,4 @@
-"""Tests for frankenlm.stats against hand-computed values, brute force, and simulation with known truth."""
+"""Tests for frankenlm.eval.stats against hand-computed values, brute force, and simulation with known truth."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from frankenlm.errors import FrankenError
-from frankenlm.stats import (
+from frankenlm.eval.stats import (
     Interval,
     McNemarResult,
     benjamini_hochberg,

@@ -2,7 +2,7 @@ import multiprocessing as mp
 import sqlite3
 import time
 
-from frankenlm.store import Store, Unit, item_set_digest
+from frankenlm.study.store import Store, Unit, item_set_digest
 
 
 def unit(plan="0..3", task="t", items=("a", "b"), dtype="bfloat16", digest="d" * 8):

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from frankenlm import designs
+from frankenlm.study import designs
 from frankenlm.errors import FrankenError
-from frankenlm.loading import load_model
-from frankenlm.presets import DesignSpec, EarlyStopping, StudySpec, TaskBudget
-from frankenlm.store import Store
-from frankenlm.study import run_study, run_sweep, select_items, study_configs
+from frankenlm.model.loading import load_model
+from frankenlm.study.spec import DesignSpec, EarlyStopping, StudySpec, TaskBudget
+from frankenlm.study.store import Store
+from frankenlm.study.runner import run_study, run_sweep, select_items, study_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,8 +157,8 @@ def test_designs_generate_the_expected_plans():
 
 def test_signals_match_a_second_code_path(tiny_dir):
     """Block influence from the recorder's hooks == 1 - cos of the layer inputs the prefix cache records."""
-    from frankenlm.reuse import PrefixCache
-    from frankenlm.signals import SignalRecorder
+    from frankenlm.study.prefix_cache import PrefixCache
+    from frankenlm.study.signals import SignalRecorder
 
     lm = load_model(str(tiny_dir))
     ids = torch.randint(0, 1000, (2, 12))
@@ -206,9 +206,9 @@ def test_prefix_reuse_when_the_whole_base_is_the_prefix():
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny import random_ids, tiny_model
 
-    from frankenlm.frankenmodel import build_frankenmodel
-    from frankenlm.plan import parse_plan
-    from frankenlm.reuse import PrefixCache
+    from frankenlm.model.frankenmodel import build_frankenmodel
+    from frankenlm.model.plan import parse_plan
+    from frankenlm.study.prefix_cache import PrefixCache
 
     base = tiny_model("llama")
     ids = random_ids(12, batch=2)

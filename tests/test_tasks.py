@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from frankenlm.errors import FrankenError
-from frankenlm.tasks import (
+from frankenlm.eval.tasks import (
     GenerateRequest,
     GenerateResult,
     LoglikelihoodRequest,
@@ -26,9 +26,9 @@ from frankenlm.tasks import (
     item_split,
     list_tasks,
 )
-from frankenlm.tasks import data as task_data
-from frankenlm.tasks.gsm8k import FLEXIBLE_PATTERN, STRICT_PATTERN, exact_match, regex_extract
-from frankenlm.tasks.perplexity import count_words, wikitext_detokenizer
+from frankenlm.eval.tasks import data as task_data
+from frankenlm.eval.tasks.gsm8k import FLEXIBLE_PATTERN, STRICT_PATTERN, exact_match, regex_extract
+from frankenlm.eval.tasks.perplexity import count_words, wikitext_detokenizer
 
 MC_TASKS = ["arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "boolq", "openbookqa", "sciq", "copa"]
 SIZES = {

@@ -1,3 +1,3 @@
-from .cli import app
+from frankenlm.cli.app import app
 
 app(prog_name="frankenlm")

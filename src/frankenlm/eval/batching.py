@@ -15,7 +15,7 @@ import weakref
 
 import torch
 
-from .errors import FrankenError
+from frankenlm.errors import FrankenError
 
 AUTO = "auto"
 CPU_BATCH_SIZE = 8

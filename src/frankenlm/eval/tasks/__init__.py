@@ -2,7 +2,7 @@
 
 `get_task(name).load_docs(limit=..., seed=..., split=...)` gives `Doc`s; each holds its requests
 (`LoglikelihoodRequest`, `RollingRequest`, `GenerateRequest`) and scores the responses to them.
-`frankenlm.evaluator` answers the requests with a model.
+`frankenlm.eval.evaluator` answers the requests with a model.
 """
 
 from .base import SPLITS, Doc, MeanMetric, Metric, RatioMetric, Task, item_split, select_docs

@@ -2,7 +2,7 @@
 
 Each document is scored on its own (never concatenated), in disjoint windows of at most the scorer's
 `max_length` tokens, the first token predicted from the prefix (BOS, else EOS) token: see
-`frankenlm.evaluator.rolling_windows`. Metrics follow lm-eval: word_perplexity = exp(sum nll / sum words),
+`frankenlm.eval.evaluator.rolling_windows`. Metrics follow lm-eval: word_perplexity = exp(sum nll / sum words),
 byte_perplexity = exp(sum nll / sum bytes), bits_per_byte = sum nll / (sum bytes * ln 2), where words are
 `len(re.split(r"\\s+", text))` and bytes the UTF-8 length; token_perplexity = exp(sum nll / sum tokens) is ours
 (tokenizer-dependent, so only comparable within one tokenizer).
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import FrankenError
+from frankenlm.errors import FrankenError
 from .base import Doc
 from .data import read_oe_eval_docs
 from .requests import Result, RollingRequest, RollingResult

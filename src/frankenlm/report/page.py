@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import FrankenError
+from frankenlm.errors import FrankenError
 
 __all__ = ["write_report", "REPORT_NAME", "FIGURE_DIR", "TABLE_DIR", "TOP_N"]
 
@@ -166,7 +166,7 @@ class _Row:
         if self.design in ("repeat-layer", "sublayer") and self.layer is not None:
             return [self.layer]
         try:
-            from .plan import parse_plan
+            from frankenlm.model.plan import parse_plan
 
             counts = Counter(ref.layer for ref in parse_plan(self.config))
         except Exception:  # noqa: BLE001 - any unparsable plan text simply names no layers
@@ -257,17 +257,17 @@ class _Group:
             return None
 
     def block(self, i: int, j: int) -> _Row | None:
-        from .plan import repeat_block_plan
+        from frankenlm.model.plan import repeat_block_plan
 
         return self.blocks.get((i, j)) or self._equivalent(lambda: repeat_block_plan(i, j, self.depth))
 
     def layer_rep(self, k: int, r: int) -> _Row | None:
-        from .plan import repeat_layer_plan
+        from frankenlm.model.plan import repeat_layer_plan
 
         return self.layer_reps.get((k, r)) or self._equivalent(lambda: repeat_layer_plan(k, self.depth, extra=r))
 
     def sub(self, k: int, s: str) -> _Row | None:
-        from .plan import repeat_layer_plan
+        from frankenlm.model.plan import repeat_layer_plan
 
         if s == "block":
             return self.subs.get((k, s)) or self.layer_rep(k, 1)

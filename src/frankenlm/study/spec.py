@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from .errors import FrankenError
-from .zoo import DEFAULT_MODEL, ZOO
+from frankenlm.errors import FrankenError
+from frankenlm.model.zoo import DEFAULT_MODEL, ZOO
 
 
 @dataclass
@@ -124,7 +124,7 @@ def preset(name: str, models: list[str] | None = None, tasks: list[str] | None =
 
 
 def _default_budget(task: str) -> TaskBudget:
-    from .tasks import get_task
+    from frankenlm.eval.tasks import get_task
 
     t = get_task(task)
     if t.output_type == "loglikelihood_rolling":

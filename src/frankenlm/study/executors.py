@@ -12,11 +12,11 @@ import os
 import time
 from typing import Callable
 
-from .errors import FrankenError
-from .loading import LoadedModel, load_model
-from .presets import StudySpec
-from .store import Store, Unit, item_set_digest
-from .tasks.base import Doc
+from frankenlm.errors import FrankenError
+from frankenlm.model.loading import LoadedModel, load_model
+from frankenlm.study.spec import StudySpec
+from frankenlm.study.store import Store, Unit, item_set_digest
+from frankenlm.eval.tasks.base import Doc
 
 Progress = Callable[[str, int], None]
 
@@ -27,7 +27,7 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, spec: StudySpec, lm: LoadedModel, store: Store, dtype: str, progress: Progress | None = None):
-        from .study import Sweep
+        from frankenlm.study.runner import Sweep
 
         self.sweep = Sweep(spec, lm, store, dtype, progress)
 
@@ -49,7 +49,7 @@ class _Worker:
                  fail_after: int | None = None):
         import torch
 
-        from .study import SliceScorer
+        from frankenlm.study.runner import SliceScorer
 
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -66,7 +66,7 @@ class _Worker:
         return self.lm.depth
 
     def score(self, docs: list[Doc], plans: list[str], slice_plans: list[str], reuse: bool = True) -> list[tuple]:
-        from .study import SliceScorer
+        from frankenlm.study.runner import SliceScorer
 
         scorer = self.scorers.setdefault(reuse, SliceScorer(self.spec, self.lm, reuse))
         scorer.prepare(docs, slice_plans)
@@ -138,8 +138,8 @@ class RayExecutor:
         self.progress = progress
 
     def run_slice(self, task: str, docs: list[Doc], plans: list[str], reuse: bool = True) -> None:
-        from .designs import base_config
-        from .study import SliceScorer
+        from frankenlm.study.designs import base_config
+        from frankenlm.study.runner import SliceScorer
 
         ray = self.ray
         key = item_set_digest(task, [d.item_id for d in docs])

@@ -12,8 +12,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .frankenmodel import ATTN_ATTR, MLP_ATTR, decoder_layers, storage_ptrs
-from .plan import LayerPlan, coerce_plan
+from frankenlm.model.frankenmodel import ATTN_ATTR, MLP_ATTR, decoder_layers, storage_ptrs
+from frankenlm.model.plan import LayerPlan, coerce_plan
 
 
 @dataclass(frozen=True)

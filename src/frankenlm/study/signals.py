@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .reuse import hooked_forward
+from frankenlm.study.prefix_cache import hooked_forward
 
 
 class SignalRecorder:

@@ -23,8 +23,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .errors import FrankenError
-from .plan import LayerPlan, LayerRef, coerce_plan
+from frankenlm.errors import FrankenError
+from frankenlm.model.plan import LayerPlan, LayerRef, coerce_plan
 
 ATTN_ATTR = "self_attn"
 MLP_ATTR = "mlp"
@@ -128,7 +128,7 @@ def prepare_sources(
 
     Returns (plan, sources as alias → model, config): the config is the head source's with
     ``num_hidden_layers = len(plan)`` and per-layer ``layer_types`` remapped to the plan's order. Shared by
-    `build_frankenmodel` and `frankenlm.export.materialize`.
+    `build_frankenmodel` and `frankenlm.export.core.materialize`.
     """
     plan = coerce_plan(plan)
     sources = as_sources(base, head_source)

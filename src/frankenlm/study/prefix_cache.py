@@ -15,8 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .frankenmodel import build_frankenmodel, decoder_layers
-from .plan import LayerPlan, LayerRef
+from frankenlm.model.frankenmodel import build_frankenmodel, decoder_layers
+from frankenlm.model.plan import LayerPlan, LayerRef
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -1,7 +1,7 @@
 """lm-evaluation-harness integration (optional extra `frankenlm[lmeval]`): a registered model type `frankenlm`.
 
     frankenlm lm-eval run --model frankenlm --model_args model=smollm2-135m,plan=0..15;10..29 --tasks arc_easy
-    python -m frankenlm.lmeval run --model frankenlm --model_args ... --tasks ...
+    python -m frankenlm.eval.lmeval run --model frankenlm --model_args ... --tasks ...
 
 lm-eval discovers model types only among its own modules, so a bare `lm_eval` command does not see this one;
 the two entry points above import it first and then run lm-eval's own CLI unchanged. In Python, importing this
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .errors import FrankenError
+from frankenlm.errors import FrankenError
 
 try:
     from lm_eval.api.registry import register_model
@@ -26,7 +26,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 
 def _plan_from_args(plan: str | None, plan_file: str | None):
-    from .plan import from_mergekit, parse_plan
+    from frankenlm.model.plan import from_mergekit, parse_plan
 
     if plan_file:
         p = Path(plan_file)
@@ -52,8 +52,8 @@ class FrankenLM(HFLM):
         device: str = "cpu",
         **kwargs,
     ) -> None:
-        from .frankenmodel import build_frankenmodel
-        from .loading import load_model
+        from frankenlm.model.frankenmodel import build_frankenmodel
+        from frankenlm.model.loading import load_model
 
         lm = load_model(str(model), dtype=dtype, device=device)
         p = _plan_from_args(plan, plan_file)

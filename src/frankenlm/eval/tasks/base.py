@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import FrankenError
+from frankenlm.errors import FrankenError
 from .requests import Request, Result
 
 SPLITS = ("all", "search", "heldout")

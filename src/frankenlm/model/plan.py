@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 
 import yaml
 
-from .errors import FrankenError
+from frankenlm.errors import FrankenError
 
 SUBLAYERS = ("block", "attn", "mlp")
 

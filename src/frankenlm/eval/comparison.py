@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from . import analysis
-from .costs import plan_costs
-from .evaluator import EvalResult, evaluate
-from .frankenmodel import build_frankenmodel
-from .loading import LoadedModel
-from .tasks import RatioMetric, get_task
+from frankenlm.study import analysis
+from frankenlm.model.costs import plan_costs
+from frankenlm.eval.evaluator import EvalResult, evaluate
+from frankenlm.model.frankenmodel import build_frankenmodel
+from frankenlm.model.loading import LoadedModel
+from frankenlm.eval.tasks import RatioMetric, get_task
 
 
 def _higher_is_better(task: str, metric: str) -> bool:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import stats
-from .presets import StudySpec
-from .store import Store, Unit, item_set_digest
-from .tasks import RatioMetric, get_task
+from frankenlm.eval import stats
+from frankenlm.study.spec import StudySpec
+from frankenlm.study.store import Store, Unit, item_set_digest
+from frankenlm.eval.tasks import RatioMetric, get_task
 
 RESULT_COLUMNS = [
     "model", "depth", "config", "design", "i", "j", "layer", "repeats", "sublayer", "task", "metric",
@@ -130,7 +130,7 @@ def _slices_seen(store: Store, digest: str, plan: str, task: str, slices: list[l
 
 def rank_search(store: Store, digest: str, dtype: str, items, seen: dict[str, int], depth: int) -> list[str]:
     """Plans that saw the full search budget, best first by search gain (ties broken by plan text)."""
-    from .designs import base_config
+    from frankenlm.study.designs import base_config
 
     base_text = str(base_config(depth).plan)
     slices = [[d.item_id for d in s] for s in items.search_slices]
@@ -146,8 +146,8 @@ def rank_search(store: Store, digest: str, dtype: str, items, seen: dict[str, in
 
 def _signal_check(signals: dict, task_rows: list[dict], depth: int) -> dict:
     """How well each per-layer signal ranks the measured gains of single-layer repeats (Spearman)."""
-    from .plan import repeat_layer_plan
-    from .signals import rank_correlation
+    from frankenlm.model.plan import repeat_layer_plan
+    from frankenlm.study.signals import rank_correlation
 
     by_plan = {r["config"]: r for r in task_rows}
     gains = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import FrankenError
+from frankenlm.errors import FrankenError
 from . import gsm8k, lambada, mc_benchmarks as mc, perplexity
 from .base import MeanMetric, RatioMetric, Task
 

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .errors import FrankenError
-from .frankenmodel import as_sources, ATTN_ATTR, MLP_ATTR, _named_tensors, decoder_layers, prepare_sources
-from .plan import LayerPlan, coerce_plan, to_mergekit
+from frankenlm import __version__
+from frankenlm.errors import FrankenError
+from frankenlm.model.frankenmodel import as_sources, ATTN_ATTR, MLP_ATTR, _named_tensors, decoder_layers, prepare_sources
+from frankenlm.model.plan import LayerPlan, coerce_plan, to_mergekit
 
 # the output projection zeroed (HF module path inside a decoder layer, GGUF tensor name inside a block)
 _HF_ZEROED = {"attn": f"{MLP_ATTR}.down_proj.", "mlp": f"{ATTN_ATTR}.o_proj."}
@@ -154,7 +154,7 @@ def export_hf(
 
     The directory loads with plain ``AutoModelForCausalLM.from_pretrained(out_dir)``. `tokenizer` may be None
     (then none is saved). ``frankenlm.json`` records the plan, head source, source names/digests and a SHA-256
-    of the written weights (``sha256``, which `frankenlm.loading` uses as the directory's digest).
+    of the written weights (``sha256``, which `frankenlm.model.loading` uses as the directory's digest).
     """
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -217,7 +217,7 @@ def gemma3_gguf_layer_type(i: int) -> str:
 
 
 def _gguf_source(alias, src) -> Path:
-    from . import zoo
+    from frankenlm.model import zoo
 
     if isinstance(src, str) and src in zoo.ZOO:
         return zoo.gguf_path(src)

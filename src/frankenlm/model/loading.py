@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from . import zoo
-from .errors import FrankenError
+from frankenlm.model import zoo
+from frankenlm.errors import FrankenError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _CACHE_VERSION = 1

@@ -19,17 +19,18 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from . import analysis, designs
-from .batching import AUTO, parse_batch_size, resolve_batch_size
-from .costs import plan_costs
-from .designs import Config
-from .errors import FrankenError
-from .loading import LoadedModel, load_model, parse_device
-from .presets import DesignSpec, StudySpec, TaskBudget
-from .reuse import PrefixCache, base_prefix_length, plain_forward
-from .store import Store, Unit, item_set_digest
-from .tasks import get_task
-from .tasks.base import Doc
+from frankenlm.study import analysis
+from frankenlm.study import designs
+from frankenlm.eval.batching import AUTO, parse_batch_size, resolve_batch_size
+from frankenlm.model.costs import plan_costs
+from frankenlm.study.designs import Config
+from frankenlm.errors import FrankenError
+from frankenlm.model.loading import LoadedModel, load_model, parse_device
+from frankenlm.study.spec import DesignSpec, StudySpec, TaskBudget
+from frankenlm.study.prefix_cache import PrefixCache, base_prefix_length, plain_forward
+from frankenlm.study.store import Store, Unit, item_set_digest
+from frankenlm.eval.tasks import get_task
+from frankenlm.eval.tasks.base import Doc
 
 Progress = Callable[[str, int], None]  # (description, units done) callback
 
@@ -124,7 +125,7 @@ def study_configs(spec: StudySpec, depth: int) -> list[Config]:
 
 def score_docs(lm: LoadedModel, docs: list[Doc], forward, spec: StudySpec) -> list[dict]:
     """Per-item results of `docs` (all of one task) with model calls going through `forward`."""
-    from .evaluator import Scorer, run_task
+    from frankenlm.eval.evaluator import Scorer, run_task
 
     scorer = Scorer(lm.model, lm.tokenizer, batch_size=spec.batch_size, max_length=spec.context_length,
                     forward=forward)
@@ -154,7 +155,7 @@ class SliceScorer:
 
     @staticmethod
     def prefix_of(plan: str, base_text: str) -> int:
-        from .plan import parse_plan
+        from frankenlm.model.plan import parse_plan
 
         return 0 if plan == base_text else base_prefix_length(parse_plan(plan))
 
@@ -178,8 +179,8 @@ class SliceScorer:
     def score(self, plan: str, remaining: list[str] | None = None) -> tuple[list[dict], dict]:
         """Per-item results of `plan` on the prepared slice, and timing metadata. `remaining` (plans still to
         score on this slice) lets the cache free hidden states no one needs any more."""
-        from .frankenmodel import build_frankenmodel
-        from .plan import parse_plan
+        from frankenlm.model.frankenmodel import build_frankenmodel
+        from frankenlm.model.plan import parse_plan
 
         if plan == self.base_text:
             return self.base_items, {"seconds": self.base_seconds, "prefix_reused": 0}
@@ -305,7 +306,7 @@ def run_sweep(
 
 def layer_signals(spec: StudySpec, lm: LoadedModel, items: TaskItems) -> dict:
     """Per-layer block influence and angular distance of the base model on the first search slice."""
-    from .signals import SignalRecorder
+    from frankenlm.study.signals import SignalRecorder
 
     rec = SignalRecorder(lm.model)
     score_docs(lm, items.search_slices[0], rec, spec)
@@ -328,7 +329,7 @@ def run_search(
     candidate's copy to the best plan so far, and the search stops when no addition beats it on the search
     items (or after `steps` steps). Selection uses the search items only; the held-out check comes after.
     """
-    from .plan import LayerPlan, LayerRef, parse_plan, repeat_layer_plan
+    from frankenlm.model.plan import LayerPlan, LayerRef, parse_plan, repeat_layer_plan
 
     signal = signals[args.get("signal", "block_influence")]
     k = int(args.get("candidates", 6))
@@ -428,10 +429,10 @@ def run_study(
 
     def make_executor(lm: LoadedModel, model_name: str, dtype: str):
         if executor == "local":
-            from .executors import LocalExecutor
+            from frankenlm.study.executors import LocalExecutor
 
             return LocalExecutor(spec, lm, store, dtype)
-        from .executors import RayExecutor
+        from frankenlm.study.executors import RayExecutor
 
         return RayExecutor(spec, model_name, store, dtype, device=device, **(ray_options or {}))
 
@@ -523,14 +524,14 @@ def run_study(
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     analysis.write_results(run_dir, store)
     store.close()
-    from . import report
+    from frankenlm.report import page as report
 
     return report.write_report(run_dir)
 
 
 def rewrite_report(run_dir: Path) -> Path:
     """Recompute the results table from the store and re-write the report (no model is loaded)."""
-    from . import report
+    from frankenlm.report import page as report
 
     run_dir = Path(run_dir)
     for f in ("spec.json", "manifest.json"):

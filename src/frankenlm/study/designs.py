@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import FrankenError
-from .plan import LayerPlan, identity_plan, parse_plan, repeat_block_plan, repeat_layer_plan
+from frankenlm.errors import FrankenError
+from frankenlm.model.plan import LayerPlan, identity_plan, parse_plan, repeat_block_plan, repeat_layer_plan
 
 
 @dataclass(frozen=True)

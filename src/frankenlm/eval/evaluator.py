@@ -25,7 +25,7 @@ chunks, so large vocabularies never need a second [b, t, V] tensor. Log-probabil
 (lm-eval keeps the model dtype unless `softmax_dtype` is set, which only matters for bf16/fp16 models).
 
 `evaluate` runs named tasks and returns an `EvalResult`: per-task metrics with standard errors (via
-`frankenlm.stats`), throughput, and per-item results with everything paired comparisons need.
+`frankenlm.eval.stats`), throughput, and per-item results with everything paired comparisons need.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from typing import Any
 
 import torch
 
-from . import stats
-from .batching import AUTO, auto_batch_size, parse_batch_size
-from .errors import FrankenError
-from .tasks import get_task, list_tasks
-from .tasks.base import Doc, MeanMetric, RatioMetric, Task, check_selection
-from .tasks.requests import (
+from frankenlm.eval import stats
+from frankenlm.eval.batching import AUTO, auto_batch_size, parse_batch_size
+from frankenlm.errors import FrankenError
+from frankenlm.eval.tasks import get_task, list_tasks
+from frankenlm.eval.tasks.base import Doc, MeanMetric, RatioMetric, Task, check_selection
+from frankenlm.eval.tasks.requests import (
     GenerateRequest,
     GenerateResult,
     LoglikelihoodRequest,
@@ -681,7 +681,7 @@ def evaluate(
 def _versions() -> dict[str, str]:
     import transformers
 
-    from . import __version__
+    from frankenlm import __version__
 
     return {"frankenlm": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
 

