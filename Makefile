@@ -8,7 +8,7 @@ STAMP := $(VENV)/.frankenlm-installed
 RUN ?= runs/quick
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup browser study test demo bench clean
+.PHONY: setup browser study lint test demo bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ demo: setup
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: setup browser
+# ruff: lint + formatting, configured in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: setup browser lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

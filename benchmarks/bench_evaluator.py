@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from frankenlm.eval.evaluator import Scorer, rolling_windows  # noqa: E402
-from frankenlm.model.loading import load_model  # noqa: E402
 from frankenlm.eval.tasks import get_task  # noqa: E402
+from frankenlm.model.loading import load_model  # noqa: E402
 
 
 def main() -> None:
@@ -71,13 +71,19 @@ def main() -> None:
     def evaluator():
         return sum(scorer.loglikelihood_rolling(docs))
 
-    print(f"load average before: {os.getloadavg()[0]:.2f}; {n_tokens} tokens in {len(batches)} batches; "
-          f"{args.dtype}, {args.threads} threads")
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f}; {n_tokens} tokens in {len(batches)} batches; "
+        f"{args.dtype}, {args.threads} threads"
+    )
     plain(), evaluator()  # warm-up
     t_plain, t_eval = [], []
     for _ in range(args.repeats):  # interleaved, so load changes hit both
-        t0 = time.perf_counter(); plain(); t_plain.append(time.perf_counter() - t0)  # noqa: E702
-        t0 = time.perf_counter(); evaluator(); t_eval.append(time.perf_counter() - t0)  # noqa: E702
+        t0 = time.perf_counter()
+        plain()
+        t_plain.append(time.perf_counter() - t0)  # noqa: E702
+        t0 = time.perf_counter()
+        evaluator()
+        t_eval.append(time.perf_counter() - t0)  # noqa: E702
     tp, te = min(t_plain), min(t_eval)
     print(f"plain HF loop: {n_tokens / tp:8.0f} tokens/s   (best of {args.repeats}: {tp:.2f} s)")
     print(f"evaluator:     {n_tokens / te:8.0f} tokens/s   (best of {args.repeats}: {te:.2f} s)")

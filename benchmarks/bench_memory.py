@@ -44,7 +44,9 @@ print(json.dumps({"load_s": t_load, "peak_rss_mb": resource.getrusage(resource.R
 
 def run(model: str, plan: str) -> dict:
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", CHILD, model, plan], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, model, plan], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

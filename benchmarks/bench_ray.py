@@ -18,11 +18,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from frankenlm.study.executors import LocalExecutor, RayExecutor  # noqa: E402
 from frankenlm.model.loading import load_model  # noqa: E402
+from frankenlm.study.executors import LocalExecutor, RayExecutor  # noqa: E402
+from frankenlm.study.items import select_items  # noqa: E402
+from frankenlm.study.runner import study_candidates  # noqa: E402
 from frankenlm.study.spec import DesignSpec, StudySpec, TaskBudget  # noqa: E402
 from frankenlm.study.store import Store  # noqa: E402
-from frankenlm.study.runner import run_sweep, select_items, study_configs  # noqa: E402
+from frankenlm.study.sweep import race  # noqa: E402
 
 
 def main() -> None:
@@ -33,21 +35,34 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    spec = StudySpec("bench", ["smollm2-135m"], [TaskBudget("lambada_passages", search_tokens=args.tokens)],
-                     [DesignSpec("repeat-block", {"stride": args.stride})], dtype=args.dtype, slices=2,
-                     early_stopping=None, batch_size=16, context_length=1024)
+    spec = StudySpec(
+        "bench",
+        ["smollm2-135m"],
+        [TaskBudget("lambada_passages", search_tokens=args.tokens)],
+        [DesignSpec("repeat-block", {"stride": args.stride})],
+        dtype=args.dtype,
+        slices=2,
+        early_stopping=None,
+        batch_size=16,
+        context_length=1024,
+    )
     torch.set_num_threads(2)
     lm = load_model("smollm2-135m", dtype=args.dtype)
     items = select_items(spec.tasks[0], lm.tokenizer, spec.slices, spec.seed)
-    configs = study_configs(spec, lm.depth)
+    configs = study_candidates(spec, lm.depth)
     units = (len(configs) + 1) * spec.slices
-    print(f"load average before: {os.getloadavg()[0]:.2f}; {len(configs)} configurations x {items.search_tokens} "
-          f"tokens ({units} units), {args.dtype}")
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f}; {len(configs)} configurations x {items.search_tokens} "
+        f"tokens ({units} units), {args.dtype}"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     results = {}
-    variants = [("in-process, 2 threads", "local", 1, 2), ("ray, 1 worker x 2 threads", "ray", 1, 2),
-                ("ray, 2 workers x 1 thread", "ray", 2, 1)]
+    variants = [
+        ("in-process, 2 threads", "local", 1, 2),
+        ("ray, 1 worker x 2 threads", "ray", 1, 2),
+        ("ray, 2 workers x 1 thread", "ray", 2, 1),
+    ]
     for label, kind, workers, threads in variants:
         store = Store(tmp / f"{kind}-{workers}.sqlite")
         if kind == "local":
@@ -58,19 +73,27 @@ def main() -> None:
             ex = RayExecutor(spec, "smollm2-135m", store, args.dtype, workers=workers, threads=threads)
             print(f"  ({label}: workers started and models loaded in {time.perf_counter() - t_start:.1f} s)")
         t0 = time.perf_counter()
-        run_sweep(spec, lm, items, configs, store, executor=ex, early_stopping=False)
+        race(spec, lm, items, configs, store, executor=ex, early_stopping=False)
         dt = time.perf_counter() - t0
         ex.close()
-        rows = {k: json.loads(store.db.execute("SELECT items FROM results WHERE key=?", (k,)).fetchone()[0])
-                for k, *_ in store.rows()}
+        rows = {
+            k: json.loads(store.db.execute("SELECT items FROM results WHERE key=?", (k,)).fetchone()[0])
+            for k, *_ in store.rows()
+        }
         results[label] = (dt, rows)
-        print(f"{label:28} {dt:8.1f} s   {units / dt:6.2f} units/s   {units * items.search_tokens / spec.slices / dt:8.0f} tokens/s")
+        print(
+            f"{label:28} {dt:8.1f} s   {units / dt:6.2f} units/s   {units * items.search_tokens / spec.slices / dt:8.0f} tokens/s"
+        )
     base_t = results[variants[0][0]][0]
     for label, (dt, _) in results.items():
         print(f"{label:28} speed-up vs in-process: {base_t / dt:5.2f}x")
     ref = results[variants[0][0]][1]
-    worst = max(abs(a["extras"]["nll"] - b["extras"]["nll"])
-                for _, rows in results.values() for k in ref for a, b in zip(ref[k], rows[k]))
+    worst = max(
+        abs(a["extras"]["nll"] - b["extras"]["nll"])
+        for _, rows in results.values()
+        for k in ref
+        for a, b in zip(ref[k], rows[k])
+    )
     print(f"largest per-document nll difference between executors: {worst:.3g} (same dtype, different threads)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     ray.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from frankenlm.errors import FrankenError
 from frankenlm.eval import batching
 from frankenlm.eval.batching import (
     CPU_BATCH_SIZE,
@@ -14,9 +15,7 @@ from frankenlm.eval.batching import (
     parse_batch_size,
     row_bytes,
 )
-from frankenlm.errors import FrankenError
-from frankenlm.eval.evaluator import Scorer
-
+from frankenlm.eval.scorer import Scorer
 from tiny import tiny_model
 
 

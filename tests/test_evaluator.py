@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from frankenlm.eval import evaluator
 from frankenlm.errors import FrankenError
-from frankenlm.eval.evaluator import EvalResult, Scorer, continuation_logprob, evaluate, rolling_windows
+from frankenlm.eval import evaluate as evaluate_module
+from frankenlm.eval import forward as forward_module
+from frankenlm.eval.evaluate import evaluate
+from frankenlm.eval.forward import continuation_logprob, rolling_windows
+from frankenlm.eval.results import EvalResult, ItemResult
+from frankenlm.eval.scorer import Scorer
 from frankenlm.eval.tasks import (
     GenerateRequest,
     LoglikelihoodRequest,
@@ -31,7 +35,9 @@ REQUESTS = [
     LoglikelihoodRequest("Trailing spaces move  ", "to the continuation"),
     LoglikelihoodRequest("", "An empty context uses the prefix token"),
     LoglikelihoodRequest("x", " y"),
-    LoglikelihoodRequest("Identifiers (also referred to as names) are described by the following lexical definitions. " * 3, " Yes"),
+    LoglikelihoodRequest(
+        "Identifiers (also referred to as names) are described by the following lexical definitions. " * 3, " Yes"
+    ),
     LoglikelihoodRequest("The for statement", " is used to iterate"),  # a duplicate
 ]
 
@@ -101,7 +107,9 @@ def test_encode_pair_follows_hflm(tiny_lm):
 def test_loglikelihood_matches_hflm(tiny_lm, max_length):
     model, tok = tiny_lm
     hf = _hflm(model, tok, 4, max_length)
-    theirs = hf.loglikelihood(_instances("loglikelihood", [(r.context, r.continuation) for r in REQUESTS]), disable_tqdm=True)
+    theirs = hf.loglikelihood(
+        _instances("loglikelihood", [(r.context, r.continuation) for r in REQUESTS]), disable_tqdm=True
+    )
     mine = Scorer(model, tok, batch_size=4, max_length=max_length).loglikelihood(REQUESTS)
     for (a, ga), (b, gb) in zip(mine, theirs):
         assert a == pytest.approx(b, abs=1e-5)
@@ -129,7 +137,7 @@ def test_chunked_log_softmax_equals_full(monkeypatch):
     targets = torch.randint(0, 1000, (9,), generator=g).tolist()
     targets[3] = int(logits[3].argmax())
     full = float(torch.log_softmax(logits.double(), -1)[torch.arange(9), torch.tensor(targets)].sum())
-    monkeypatch.setattr(evaluator, "_LOGSOFTMAX_CHUNK_ELEMENTS", 2000)  # 2 positions per chunk
+    monkeypatch.setattr(forward_module, "_LOGSOFTMAX_CHUNK_ELEMENTS", 2000)  # 2 positions per chunk
     chunked, greedy = continuation_logprob(logits, targets)
     assert chunked == pytest.approx(full, abs=1e-4)
     assert not greedy
@@ -249,7 +257,9 @@ def test_shared_inputs_run_once_and_batches_equal_hflms(tiny_lm):
         return real_call(inps)
 
     hf._model_call = record
-    theirs = hf.loglikelihood(_instances("loglikelihood", [(r.context, r.continuation) for r in reqs]), disable_tqdm=True)
+    theirs = hf.loglikelihood(
+        _instances("loglikelihood", [(r.context, r.continuation) for r in reqs]), disable_tqdm=True
+    )
     assert mine_calls == hf_calls
     assert sum(len(b) for b in mine_calls) == len(reqs) - 1 - 3  # the duplicate and 3 of the 4 letters share rows
     np.testing.assert_allclose([x for x, _ in mine], [x for x, _ in theirs], atol=1e-5)
@@ -278,7 +288,10 @@ def test_generation_matches_hflm_and_the_forward_loop(tiny_lm):
     ).generate_until(reqs)
     hf = _hflm(model, tok, 2, 64)
     theirs = hf.generate_until(
-        _instances("generate_until", [(r.context, {"until": list(r.until), "max_gen_toks": 12, "do_sample": False}) for r in reqs]),
+        _instances(
+            "generate_until",
+            [(r.context, {"until": list(r.until), "max_gen_toks": 12, "do_sample": False}) for r in reqs],
+        ),
         disable_tqdm=True,
     )
     assert [r.text for r in mine] == theirs == loop
@@ -315,11 +328,9 @@ def test_rolling_metrics_and_aggregation_by_hand():
         RollingDoc("pydoc_topics", "b", (RollingRequest("four five"),), 2, 9),
     ]
     results = [[RollingResult(-6.0, 4, 1, 4)], [RollingResult(-3.0, 2, 1, 2)]]
-    items = [
-        evaluator.ItemResult(d.task, d.item_id, d.split, d.score(r), d.extras(r)) for d, r in zip(docs, results)
-    ]
+    items = [ItemResult(d.task, d.item_id, d.split, d.score(r), d.extras(r)) for d, r in zip(docs, results)]
     assert items[0].metrics["word_perplexity"] == pytest.approx(math.exp(6 / 3))
-    agg = evaluator.aggregate(task, items)
+    agg = evaluate_module.aggregate(task, items)
     assert agg["word_perplexity"].value == pytest.approx(math.exp(9 / 5))
     assert agg["byte_perplexity"].value == pytest.approx(math.exp(9 / 22))
     assert agg["bits_per_byte"].value == pytest.approx(9 / 22 / math.log(2))
@@ -332,10 +343,10 @@ def test_lambada_perplexity_is_exp_of_minus_mean_loglik():
     docs = task.load_docs(limit=3)
     lls = [-1.0, -2.0, -6.0]
     items = [
-        evaluator.ItemResult(d.task, d.item_id, d.split, d.score([r]), d.extras([r]))
+        ItemResult(d.task, d.item_id, d.split, d.score([r]), d.extras([r]))
         for d, r in zip(docs, [LoglikelihoodResult(x, x > -1.5, 20, 1) for x in lls])
     ]
-    agg = evaluator.aggregate(task, items)
+    agg = evaluate_module.aggregate(task, items)
     assert agg["perplexity"].value == pytest.approx(math.exp(3.0))
     assert agg["acc"].value == pytest.approx(1 / 3)
     assert agg["acc"].se == pytest.approx(np.std([1, 0, 0], ddof=1) / math.sqrt(3))
@@ -346,7 +357,16 @@ def test_lambada_perplexity_is_exp_of_minus_mean_loglik():
 
 def test_evaluate_end_to_end(tiny_lm):
     model, tok = tiny_lm
-    res = evaluate(model, tok, ["copa", "pydoc_topics", "lambada_openai"], limit=3, seed=5, batch_size=4, max_length=64, progress=False)
+    res = evaluate(
+        model,
+        tok,
+        ["copa", "pydoc_topics", "lambada_openai"],
+        limit=3,
+        seed=5,
+        batch_size=4,
+        max_length=64,
+        progress=False,
+    )
     assert set(res.tasks) == {"copa", "pydoc_topics", "lambada_openai"}
     assert len(res.items) == 9
     copa = res.tasks["copa"]
@@ -362,11 +382,54 @@ def test_evaluate_end_to_end(tiny_lm):
     assert back.tasks["copa"].metrics["acc"] == copa.metrics["acc"]
     assert [i.item_id for i in back.items] == [i.item_id for i in res.items]
     assert data["config"]["max_length"] == 64 and data["config"]["seed"] == 5
-    # same settings, same item ids and numbers (determinism), also with progress bars on
-    again = evaluate(model, tok, ["copa"], limit=3, seed=5, batch_size=2, max_length=64, progress=True)
+    # same settings, same item ids and numbers (determinism), also with a progress callback
+    calls: list[tuple[str, int]] = []
+    advanced: list[int] = []
+
+    def start(task: str, total: int):
+        calls.append((task, total))
+        return advanced.append
+
+    again = evaluate(model, tok, ["copa"], limit=3, seed=5, batch_size=2, max_length=64, progress=start)
     np.testing.assert_allclose(
         [i.extras["logprobs"] for i in again.items], [i.extras["logprobs"] for i in res.items_of("copa")], atol=1e-5
     )
+    assert calls == [("copa", 6)] and sum(advanced) == 6  # 3 items x 2 choices, reported batch by batch
+    assert len(advanced) == 2  # fast scoring: an item's two choices share one packed row; 3 rows, batch size 2
+    advanced.clear()
+    calls.clear()
+    evaluate(model, tok, ["copa"], limit=3, seed=5, batch_size=2, max_length=64, progress=start, scoring="lm-eval")
+    assert sum(advanced) == 6 and len(advanced) == 3  # lm-eval's layout: one row per choice, three model calls
+
+
+def test_evaluate_draws_nothing(tiny_lm, capsys):
+    model, tok = tiny_lm
+    evaluate(model, tok, ["copa"], limit=2, max_length=64, progress=True)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+
+
+def test_limit_mode_first_takes_the_first_items_in_stored_order(tiny_lm):
+    from frankenlm.eval.tasks import get_task
+
+    model, tok = tiny_lm
+    stored = [d.item_id for d in get_task("copa").load_all_docs()]
+    first = evaluate(model, tok, ["copa"], limit=4, limit_mode="first", max_length=64)
+    assert [i.item_id for i in first.items] == stored[:4]
+    assert first.config["limit_mode"] == "first"
+    held = [d.item_id for d in get_task("copa").load_all_docs() if d.split == "heldout"]
+    first_held = evaluate(model, tok, ["copa"], limit=3, limit_mode="first", split="heldout", max_length=64)
+    assert [i.item_id for i in first_held.items] == held[:3]
+    rand = evaluate(model, tok, ["copa"], limit=4, seed=5, max_length=64)  # the default is unchanged
+    assert [i.item_id for i in rand.items] == [d.item_id for d in get_task("copa").load_docs(limit=4, seed=5)]
+    with pytest.raises(FrankenError, match="limit mode"):
+        evaluate(model, tok, ["copa"], limit=4, limit_mode="last")
+
+
+def test_old_evaluator_path_still_imports():
+    from frankenlm.eval import evaluator
+
+    assert evaluator.Scorer is Scorer and evaluator.evaluate is evaluate and evaluator.EvalResult is EvalResult
 
 
 def test_evaluate_bad_inputs_fail_before_work(tiny_lm):

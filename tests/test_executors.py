@@ -4,40 +4,61 @@ also when a worker dies mid-run."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from frankenlm.study.store import Store
+from frankenlm.study import executors
 from frankenlm.study.runner import run_study
-
+from frankenlm.study.store import Store
 from test_study import tiny_dir, tiny_spec  # noqa: F401  (fixture re-export)
 
 ray = pytest.importorskip("ray")
 
 
 def _rows(path):
-    s = Store(path)
-    out = {k: json.loads(s.db.execute("SELECT items FROM results WHERE key=?", (k,)).fetchone()[0])
-           for k, *_ in s.rows()}
+    s = Store(path, context_length=256)
+    out = {
+        k: json.loads(s.db.execute("SELECT items FROM results WHERE key=?", (k,)).fetchone()[0]) for k, *_ in s.rows()
+    }
     s.close()
     return out
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
 
 
+@pytest.fixture
+def a_worker_dies(tmp_path, monkeypatch):
+    """The first actor to score its third plan dies hard (os._exit), in the middle of a chunk; its
+    replacements live. (Defined here, so Ray ships the class by value to its workers.)"""
+    marker = str(tmp_path / "died")
+
+    class DiesOnce(executors.Worker):
+        def score_plan(self, scorer, plan):
+            if self.done >= 3:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    pass
+                else:
+                    os._exit(1)
+            return super().score_plan(scorer, plan)
+
+    monkeypatch.setattr(executors.RayExecutor, "worker_class", DiesOnce)
+    return marker
+
+
 @pytest.mark.slow
-def test_ray_with_a_killed_worker_equals_in_process(tiny_dir, tmp_path, ray_cluster):  # noqa: F811
+def test_ray_with_a_killed_worker_equals_in_process(tiny_dir, tmp_path, ray_cluster, a_worker_dies):  # noqa: F811
     spec = tiny_spec(str(tiny_dir))
-    run_study(spec, tmp_path / "local", log=lambda m: None)
-    # worker 0 dies hard (os._exit) after its third unit, in the middle of a slice
-    run_study(spec, tmp_path / "ray", log=lambda m: None, executor="ray",
-              ray_options={"workers": 2, "threads": 1, "fail_after": {0: 3}, "chunk": 2})
+    run_study(spec, tmp_path / "local")
+    run_study(spec, tmp_path / "ray", executor="ray", ray_options={"workers": 2, "threads": 1, "chunk": 2})
+    assert os.path.exists(a_worker_dies)
     assert json.loads((tmp_path / "ray" / "manifest.json").read_text())["worker_restarts"] >= 1
     a, b = _rows(tmp_path / "local" / "results.sqlite"), _rows(tmp_path / "ray" / "results.sqlite")
     assert a.keys() == b.keys()
@@ -45,5 +66,6 @@ def test_ray_with_a_killed_worker_equals_in_process(tiny_dir, tmp_path, ray_clus
         for x, y in zip(a[k], b[k], strict=True):
             assert x["item_id"] == y["item_id"]
             assert abs(x["extras"]["nll"] - y["extras"]["nll"]) <= 1e-5
-    assert (tmp_path / "local" / "results.csv").read_text().count("\n") == \
-        (tmp_path / "ray" / "results.csv").read_text().count("\n")
+    assert (tmp_path / "local" / "results.csv").read_text().count("\n") == (
+        tmp_path / "ray" / "results.csv"
+    ).read_text().count("\n")

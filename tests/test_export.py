@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
+
 import gguf
 import numpy as np
 import pytest
 import torch
-import yaml
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
 from frankenlm.errors import FrankenError
-from frankenlm.export.core import export_gguf, export_hf, export_mergekit, gemma3_gguf_layer_type, materialize
+from frankenlm.export import export_gguf, export_hf, gemma3_gguf_layer_type, materialize
 from frankenlm.model.frankenmodel import build_frankenmodel, decoder_layers, storage_ptrs
-from frankenlm.model.plan import from_mergekit, parse_plan
-
-from tiny import ARCHS, PLANS, load_gguf, tiny_model, tiny_model_gguf_ready, sources_for, write_tiny_gguf
-
-
-
-
+from frankenlm.model.plan import parse_plan
+from tiny import ARCHS, PLANS, load_gguf, sources_for, tiny_model, tiny_model_gguf_ready, write_tiny_gguf
 
 
 def _numel_unique(tensors) -> int:
@@ -131,30 +127,6 @@ def test_hf_export_errors(bases, tmp_path):
         export_hf(bases["llama"][None], "0..4,7", tmp_path / "x", None)
 
 
-# ------------------------------------------------------------------------------------------------ mergekit
-
-
-def test_mergekit_export_block_plans(tmp_path):
-    out = export_mergekit("0..3,2..5", {None: "org/base"}, tmp_path / "m.yaml")
-    doc = yaml.safe_load(out.read_text())
-    assert doc["merge_method"] == "passthrough"
-    assert [s["sources"][0]["layer_range"] for s in doc["slices"]] == [[0, 4], [2, 6]]
-    assert from_mergekit(out.read_text())[0] == parse_plan("0..3,2..5")
-
-    out2 = export_mergekit("0..2,b:2..5", {None: "org/a", "b": "/models/b"}, tmp_path / "m2.yaml")
-    plan, models = from_mergekit(out2.read_text())
-    want = [(None, 0), (None, 1), (None, 2), ("b", 2), ("b", 3), ("b", 4), ("b", 5)]
-    assert [(r.source, r.layer) for r in plan] == want
-    assert models == {None: "org/a", "b": "/models/b"}
-
-
-@pytest.mark.parametrize("plan_name", ["attn_only", "mlp_only"])
-def test_mergekit_export_refuses_sublayer_plans(tmp_path, plan_name):
-    with pytest.raises(FrankenError, match="no mergekit passthrough equivalent"):
-        export_mergekit(PLANS[plan_name], {None: "org/base"}, tmp_path / "m.yaml")
-    assert not (tmp_path / "m.yaml").exists()
-
-
 # ---------------------------------------------------------------------------------------------------- GGUF
 
 
@@ -238,7 +210,7 @@ def test_gguf_export_gemma3_refuses_plans_that_move_full_attention(tiny_ggufs, t
 
 def test_gguf_gemma3_refusal_is_needed(tiny_ggufs, tiny_gguf_bases, ids, tmp_path, monkeypatch):
     """With the check disabled, such a GGUF loads with the index-derived layer types and other logits."""
-    import frankenlm.export.core as export
+    import frankenlm.export.gguf as export
 
     monkeypatch.setattr(export, "gemma3_gguf_layer_type", lambda i: "unchecked")
     text = PLANS["repeat_block"]
@@ -317,3 +289,37 @@ def test_gguf_export_smollm2_raw_bytes_and_logits(tmp_path):
         diff = (loaded(ids).logits - fm(ids).logits).abs().max().item()
         assert (fm(ids).logits - lm.model(ids).logits).abs().max() > 1e-2
     assert diff <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("plan", ["0..20,10..29", "0..7,7@0.5/0.2,8..29,29^0.8"])
+def test_mergekit_cli_merges_the_export_as_written(tmp_path, plan):
+    """mergekit's own CLI on frankenlm's YAML, unedited (a plain duplication and a healed repeat with scale
+    filters): the merged model's logits are the zero-copy frankenmodel's."""
+    import shutil
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from frankenlm.cli.app import app
+    from frankenlm.model.loading import load_model
+
+    exe = shutil.which("mergekit-yaml") or str(Path(sys.executable).parent / "mergekit-yaml")
+    if not Path(exe).exists():
+        pytest.skip("mergekit is not installed (pip install 'frankenlm[test]' installs mergekit 0.1.5)")
+    yml = tmp_path / "merge.yaml"
+    res = CliRunner().invoke(
+        app, ["export", "--format", "mergekit", "--plan", plan, "--out", str(yml), "--dtype", "float32"]
+    )
+    assert res.exit_code == 0, res.output
+    merged = tmp_path / "merged"
+    run = subprocess.run([exe, str(yml), str(merged)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lm = load_model("smollm2-135m", dtype="float32")
+    ids = torch.tensor([lm.tokenizer.encode("The old lighthouse keeper climbed the stairs every evening")])
+    other = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = build_frankenmodel(lm.model, plan)(ids).logits
+        got = other(ids).logits
+    assert (got - want).abs().max().item() <= 1e-4

@@ -27,15 +27,16 @@ import numpy as np
 import pytest
 import torch
 
-from frankenlm.eval.evaluator import Scorer
+from frankenlm.eval.scorer import Scorer
 from frankenlm.eval.tasks import get_task
 
 pytestmark = pytest.mark.slow
 
-N_ITEMS = 200
+N_ITEMS = {"arc_easy": 200, "hellaswag": 100}  # hellaswag's long endings: 100 items keep the file near 6 min
 SEED = 1234
 BATCH_SIZE = 32
 MAX_LENGTH = 2048
+N_FAST = 60  # items of each task checked with fast scoring against HFLM computing alone
 N_SPOT_CHECKS = 2  # shared batches also recomputed the HFLM way (no attention mask) and compared
 
 
@@ -112,7 +113,7 @@ def _selected(task_name: str, lm_task):
     """Our N_ITEMS docs (seeded subset) and lm-eval's instances for the same dataset rows, per doc."""
     all_docs = get_task(task_name).load_all_docs()
     position = {d.item_id: i for i, d in enumerate(all_docs)}
-    docs = get_task(task_name).load_docs(limit=N_ITEMS, seed=SEED)
+    docs = get_task(task_name).load_docs(limit=N_ITEMS[task_name], seed=SEED)
     samples = sorted(position[d.item_id] for d in docs)
     lm_task.build_all_requests(samples=samples, rank=0, world_size=1)
     by_doc: dict[int, list] = {}
@@ -125,7 +126,7 @@ def _selected(task_name: str, lm_task):
 def test_multiple_choice_matches_hflm(task_name, smollm2, lmeval_task):
     lm_task = lmeval_task(task_name)
     docs, instances = _selected(task_name, lm_task)
-    assert len(docs) == N_ITEMS
+    assert len(docs) == N_ITEMS[task_name]
     for doc, insts in zip(docs, instances):  # the same requests, built by each side's own machinery
         assert [(r.context, r.continuation) for r in doc.requests] == [tuple(x.arguments) for x in insts]
 
@@ -144,7 +145,9 @@ def test_multiple_choice_matches_hflm(task_name, smollm2, lmeval_task):
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             future = pool.submit(run_hflm)
-            scorer = Scorer(smollm2.model, smollm2.tokenizer, batch_size=BATCH_SIZE, max_length=MAX_LENGTH)
+            scorer = Scorer(
+                smollm2.model, smollm2.tokenizer, batch_size=BATCH_SIZE, max_length=MAX_LENGTH, scoring="lm-eval"
+            )
             try:
                 mine = scorer.loglikelihood_detailed([r for d in docs for r in d.requests])
             finally:
@@ -153,8 +156,10 @@ def test_multiple_choice_matches_hflm(task_name, smollm2, lmeval_task):
     finally:
         handle.remove()
 
-    print(f"\n{task_name}: {shared.shared} batches shared, {shared.own} computed by HFLM alone; "
-          f"shared-vs-HFLM logits max diff {shared.spot_max_diff:.2e}; waits (s) {shared.wait_s}")
+    print(
+        f"\n{task_name}: {shared.shared} batches shared, {shared.own} computed by HFLM alone; "
+        f"shared-vs-HFLM logits max diff {shared.spot_max_diff:.2e}; waits (s) {shared.wait_s}"
+    )
     assert shared.spot_checks == 0 or shared.spot_max_diff <= 1e-4
     assert len(mine) == len(theirs)
     diffs = np.array([abs(a.logprob - b[0]) for a, b in zip(mine, theirs)])
@@ -170,6 +175,51 @@ def test_multiple_choice_matches_hflm(task_name, smollm2, lmeval_task):
         assert ours == {key: float(v) for key, v in lm.items()}, f"{task_name} {doc.item_id}"
         k += n
 
+    # fast scoring (packed choices, head only where scored) on the same requests: within 1e-4 of HFLM's numbers
+    fast = Scorer(smollm2.model, smollm2.tokenizer, batch_size=8, max_length=MAX_LENGTH)
+    _check_fast(
+        task_name, docs, instances, lm_task, fast.loglikelihood_detailed([r for d in docs for r in d.requests]), theirs
+    )
+
+
+def _check_fast(task_name, docs, instances, lm_task, fast, theirs):
+    """Fast-scoring results against HFLM's: per request within 1e-4, the same greedy flags, and the same per-item
+    metrics wherever the decision is not within rounding (two choices less than 1e-4 apart)."""
+    diffs = np.array([abs(a.logprob - b[0]) for a, b in zip(fast, theirs, strict=True)])
+    print(f"{task_name} fast scoring: {len(fast)} requests, max |loglik diff| vs lm-eval {diffs.max():.2e}")
+    assert diffs.max() <= 1e-4, f"fast scoring: max |loglik diff| {diffs.max():.3e}"
+    assert [a.is_greedy for a in fast] == [bool(b[1]) for b in theirs]
+    k = 0
+    for doc, insts in zip(docs, instances, strict=True):
+        n = len(doc.requests)
+        lls = sorted(b[0] for b in theirs[k : k + n])
+        if n < 2 or lls[-1] - lls[-2] > 1e-3:
+            lm = lm_task.process_results(insts[0].doc, theirs[k : k + n])
+            assert doc.score(fast[k : k + n])["acc"] == float(lm["acc"]), f"{task_name} {doc.item_id}"
+        k += n
+
+
+@pytest.mark.parametrize("task_name", ["piqa", "winogrande", "lambada_openai"])
+def test_fast_scoring_matches_hflm(task_name, smollm2, lmeval_task):
+    """HFLM alone (nothing shared) against frankenlm's fast scoring, on lm-eval's own requests."""
+    lm_task = lmeval_task(task_name)
+    all_docs = get_task(task_name).load_all_docs()
+    position = {d.item_id: i for i, d in enumerate(all_docs)}
+    docs = get_task(task_name).load_docs(limit=N_FAST, seed=SEED)
+    samples = sorted(position[d.item_id] for d in docs)
+    lm_task.build_all_requests(samples=samples, rank=0, world_size=1)
+    by_doc: dict[int, list] = {}
+    for inst in sorted(lm_task.instances, key=lambda x: (x.doc_id, x.idx)):
+        by_doc.setdefault(samples[inst.doc_id], []).append(inst)
+    instances = [by_doc[position[d.item_id]] for d in docs]
+    for doc, insts in zip(docs, instances, strict=True):
+        assert [(r.context, r.continuation) for r in doc.requests] == [tuple(x.arguments) for x in insts]
+    theirs = _hflm(smollm2, MAX_LENGTH).loglikelihood([x for i in instances for x in i], disable_tqdm=True)
+    fast = Scorer(smollm2.model, smollm2.tokenizer, batch_size=8, max_length=MAX_LENGTH)
+    _check_fast(
+        task_name, docs, instances, lm_task, fast.loglikelihood_detailed([r for d in docs for r in d.requests]), theirs
+    )
+
 
 def test_rolling_document_matches_hflm(smollm2):
     """One multi-window perplexity document (last window overlapping), fully independent model calls."""
@@ -180,7 +230,8 @@ def test_rolling_document_matches_hflm(smollm2):
     max_length = 256  # several windows from a short document
     hf = _hflm(smollm2, max_length)
     (theirs,) = hf.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)
-    scorer = Scorer(smollm2.model, smollm2.tokenizer, batch_size=4, max_length=max_length)
-    (mine,) = scorer.loglikelihood_rolling_detailed([doc.requests[0]])
-    assert mine.n_windows >= 3 and mine.n_tokens % max_length != 0  # the last window reuses earlier context
-    assert mine.logprob == pytest.approx(theirs, rel=1e-4)
+    for scoring in ("lm-eval", "fast"):
+        scorer = Scorer(smollm2.model, smollm2.tokenizer, batch_size=4, max_length=max_length, scoring=scoring)
+        (mine,) = scorer.loglikelihood_rolling_detailed([doc.requests[0]])
+        assert mine.n_windows >= 3 and mine.n_tokens % max_length != 0  # the last window reuses earlier context
+        assert mine.logprob == pytest.approx(theirs, rel=1e-4)

@@ -10,9 +10,9 @@ pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.api.registry import get_model  # noqa: E402
 
-from frankenlm.eval.evaluator import Scorer  # noqa: E402
-from frankenlm.model.frankenmodel import build_frankenmodel  # noqa: E402
 from frankenlm.eval.lmeval import FrankenLM  # noqa: E402
+from frankenlm.eval.scorer import Scorer  # noqa: E402
+from frankenlm.model.frankenmodel import build_frankenmodel  # noqa: E402
 from frankenlm.model.loading import load_model  # noqa: E402
 
 

@@ -2,16 +2,15 @@ import pytest
 import yaml
 
 from frankenlm.errors import FrankenError
+from frankenlm.model.mergekit import from_mergekit, to_mergekit
 from frankenlm.model.plan import (
     LayerPlan,
     LayerRef,
     format_plan,
-    from_mergekit,
     parse_plan,
     repeat_block_plan,
     repeat_layer_plan,
     rys_plan,
-    to_mergekit,
 )
 
 
@@ -38,9 +37,14 @@ def test_repeat_shorthand(text, expected):
 def test_source_prefix_and_sublayer_suffix():
     p = parse_plan("0..1,b:4..5,7.attn*2,3.mlp")
     assert p.refs == (
-        LayerRef(0), LayerRef(1), LayerRef(4, "b"), LayerRef(5, "b"),
-        LayerRef(7, None, "attn"), LayerRef(7, None, "attn"), LayerRef(3, None, "mlp"),
-    )  # fmt: skip
+        LayerRef(0),
+        LayerRef(1),
+        LayerRef(4, "b"),
+        LayerRef(5, "b"),
+        LayerRef(7, None, "attn"),
+        LayerRef(7, None, "attn"),
+        LayerRef(3, None, "mlp"),
+    )
     assert p.sources == [None, "b"]
     assert p.has_sublayers
 
@@ -118,7 +122,9 @@ def test_mergekit_refuses_sublayer_plans_clearly():
         to_mergekit(parse_plan("0..5,3.attn"), {None: "m"})
 
 
-@pytest.mark.parametrize("bad", ["slices: [{sources: [{model: m, layer_range: [4, 4]}]}]", "merge_method: slerp\nslices: []", "- 1"])
+@pytest.mark.parametrize(
+    "bad", ["slices: [{sources: [{model: m, layer_range: [4, 4]}]}]", "merge_method: slerp\nslices: []", "- 1"]
+)
 def test_mergekit_bad_input(bad):
     with pytest.raises(FrankenError):
         from_mergekit(bad)
@@ -136,3 +142,118 @@ def test_repeat_layer_and_block_helpers():
     assert layers(repeat_layer_plan(2, 5, extra=2)) == [0, 1, 2, 2, 2, 3, 4]
     assert [r.sublayer for r in repeat_layer_plan(2, 4, extra=1, sublayer="mlp")] == ["block"] * 3 + ["mlp", "block"]
     assert layers(repeat_block_plan(1, 2, 4)) == [0, 1, 2, 1, 2, 3]
+
+
+# ----------------------------------------------------------------------------------- healed repeats (#11)
+
+
+@pytest.mark.parametrize(
+    "text, canonical",
+    [
+        ("7@0.5", "7@0.5"),
+        ("7@0.5/0.2", "7@0.5/0.2"),
+        ("7@0.5/0.5", "7@0.5"),
+        ("7.attn@0.5,7.mlp@0.2", "7.attn@0.5,7.mlp@0.2"),
+        ("10..12@0.7", "10..12@0.7"),
+        ("10..12*2@0.7", "10..12@0.7,10..12@0.7"),
+        ("10@0.7,11@0.7,12@0.7", "10..12@0.7"),
+        ("10@0.7,11@0.6", "10@0.7,11@0.6"),
+        ("7^0.5", "7^0.5"),
+        ("7@0.7^0.5", "7@0.7^0.5"),
+        ("b:3..5.attn*2@0.25^2", "b:3..5.attn@0.25^2,b:3..5.attn@0.25^2"),
+        ("7*3@0.5", "7*3@0.5"),
+        ("0..11,12~3,13..29", "0..11,12~3,13..29"),
+        ("12~3,12~3", "12~3,12~3"),
+        ("12~2^0.5", "12~2^0.5"),
+        ("3.attn~2,3.mlp~4", "3.attn~2,3.mlp~4"),
+        ("12*2@0.5", "12~2"),
+        ("12*4@0.5", "12~2,12~2"),
+        ("12*3@0.5", "12*3@0.5"),
+        ("12~1", "12"),
+        ("7@1", "7"),
+        ("7@1/1^1", "7"),
+        ("7@0", "7@0"),
+        ("7@1.5e-7", "7@1.5e-07"),
+        ("7@0.1234567", "7@0.1234567"),
+    ],
+)
+def test_scaled_plans_round_trip(text, canonical):
+    p = parse_plan(text)
+    assert format_plan(p) == canonical
+    assert parse_plan(format_plan(p)) == p
+
+
+def test_scale_fields_and_sub_steps_expand():
+    p = parse_plan("7@0.5/0.2^0.9,8.attn@0.3,9.mlp@0.4,12~3")
+    assert p.refs[:3] == (
+        LayerRef(7, None, "block", 0.5, 0.2, 0.9),
+        LayerRef(8, None, "attn", attn_scale=0.3),
+        LayerRef(9, None, "mlp", mlp_scale=0.4),
+    )
+    assert p.refs[3:] == (LayerRef(12, attn_scale=1 / 3, mlp_scale=1 / 3),) * 3
+    assert all(r.is_scaled for r in p) and p.has_scales
+    assert not parse_plan("0..5,5*2").has_scales
+
+
+def test_unscaled_refs_equal_plain_refs_and_plain_plans_print_as_before():
+    assert LayerRef(7, None, "block", 1, 1.0, 1) == LayerRef(7)
+    assert hash(LayerRef(7, "b", "attn", attn_scale=1.0)) == hash(LayerRef(7, "b", "attn"))
+    assert not LayerRef(7).is_scaled and LayerRef(7, qk_scale=2).plain == LayerRef(7)
+    for text in ["0..15,10..29", "0..5,5*2,6..9", "3..4.attn,4.mlp", "0..14,b:15..29", "0..20,20.mlp*2,21..29"]:
+        assert format_plan(parse_plan(text)) == text
+
+
+def test_programmatic_scales_survive_text_round_trip():
+    """Numbers that 6 significant digits would not read back print exactly (store keys re-parse to the plan)."""
+    p = LayerPlan((LayerRef(0), LayerRef(1, attn_scale=1 / 3, mlp_scale=1 / 3), LayerRef(2, qk_scale=2 / 3)))
+    assert parse_plan(format_plan(p)) == p
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("7@-1", "must be >= 0"),
+        ("7@-0.5/1", "must be >= 0"),
+        ("7@inf", "not finite"),
+        ("7@nan", "not finite"),
+        ("7@1/inf", "not finite"),
+        ("7@abc", "not a number"),
+        ("7^0", "must be > 0"),
+        ("7^-1", "must be > 0"),
+        ("7~0", "sub-step count"),
+        ("7.mlp@0.5/0.2", "no attention branch"),
+        ("7.mlp^0.5", "no attention"),
+        ("7.attn@0.5/0.2", "no MLP branch"),
+        ("10..12~2", "sub-steps apply to one layer"),
+        ("7~2@0.5", "drop the '@'"),
+        ("7@", "cannot parse"),
+        ("7@0.5/", "cannot parse"),
+        ("7~2*3", "cannot parse"),
+    ],
+)
+def test_bad_scales_are_one_clear_error_naming_the_item(bad, words):
+    with pytest.raises(FrankenError, match=words) as e:
+        parse_plan(f"0..5,{bad},6")
+    assert repr(bad) in str(e.value) or bad in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"attn_scale": -1}, {"mlp_scale": float("nan")}, {"qk_scale": 0}, {"attn_scale": "0.5"}, {"mlp_scale": True}],
+)
+def test_layer_ref_validates_scales(kwargs):
+    with pytest.raises(FrankenError):
+        LayerRef(3, **kwargs)
+
+
+def test_mergekit_scales_become_filters_for_llama_and_are_refused_for_gemma3():
+    doc = yaml.safe_load(to_mergekit(parse_plan("0..5,3@0.5/0.2,4..5"), {None: "m"}, model_type="llama"))
+    scaled = doc["slices"][1]["sources"][0]
+    assert scaled["layer_range"] == [3, 4]
+    assert scaled["parameters"]["scale"] == [
+        {"filter": "self_attn.o_proj", "value": 0.5},
+        {"filter": "mlp.down_proj", "value": 0.2},
+    ]
+    assert from_mergekit(yaml.safe_dump(doc))[0] == parse_plan("0..5,3@0.5/0.2,4..5")
+    with pytest.raises(FrankenError, match="no mergekit equivalent for gemma3"):
+        to_mergekit(parse_plan("0..5,3@0.5"), {None: "m"}, model_type="gemma3")

@@ -1,4 +1,6 @@
-"""Tests for frankenlm.report.page on synthetic run directories, plus a headless-Chromium render check."""
+"""Tests for frankenlm.report on synthetic run directories built with the real results schema
+(frankenlm.study.results.ResultRow, Holm/BH by frankenlm.study.analysis.adjust_pvalues, written by the one CSV
+writer), plus a headless-Chromium render check."""
 
 from __future__ import annotations
 
@@ -20,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frankenlm.study.analysis import RESULT_COLUMNS
 from frankenlm.model.plan import identity_plan, repeat_block_plan, repeat_layer_plan
-from frankenlm.report.page import TOP_N, write_report
-from frankenlm.eval.stats import holm
+from frankenlm.report import TOP_N, write_report
+from frankenlm.study.analysis import adjust_pvalues
+from frankenlm.study.results import RESULT_COLUMNS, ResultRow, read_results, write_csv
 
-COLUMNS = RESULT_COLUMNS  # the analysis step writes exactly these
+COLUMNS = RESULT_COLUMNS
 A, B = "smollm2-135m", "smollm2-360m"
 LAYERS = (5, 12, 17, 25)
 
@@ -43,27 +45,78 @@ class Run:
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
+        self.params: dict[str, dict[str, dict]] = {}
 
     def base(self, model: str, depth: int, task: str, metric: str, hib: bool, value: float) -> None:
-        self.rows.append(dict(model=model, depth=depth, config=str(identity_plan(depth)), design="base",
-                              sublayer="block", task=task, metric=metric, higher_is_better=int(hib),
-                              base_value=value, value=value, n_items=500, n_tokens=200_000, stopped_early=0,
-                              extra_flops_per_token=0.0, flops_ratio=1.0, effective_params=135e6,
-                              kv_bytes_per_token=depth * 2 * 3 * 64 * 2))  # fmt: skip
+        self.rows.append(
+            dict(
+                model=model,
+                depth=depth,
+                config=str(identity_plan(depth)),
+                design="base",
+                sublayer="block",
+                task=task,
+                metric=metric,
+                higher_is_better=int(hib),
+                base_value=value,
+                value=value,
+                n_items=500,
+                n_tokens=200_000,
+                stopped_early=0,
+                extra_flops_per_token=0.0,
+                flops_ratio=1.0,
+                effective_params=135e6,
+                kv_bytes_per_token=depth * 2 * 3 * 64 * 2,
+            )
+        )
 
-    def add(self, model, depth, task, metric, hib, plan, design, extra_layers, gain, half, *, stopped=False,
-            heldout=None, fp32=None, **params) -> None:
+    def add(
+        self,
+        model,
+        depth,
+        task,
+        metric,
+        hib,
+        plan,
+        design,
+        extra_layers,
+        gain,
+        half,
+        *,
+        stopped=False,
+        heldout=None,
+        fp32=None,
+        **params,
+    ) -> None:
         base_value = 1.0 if metric == "bits_per_byte" else 0.4
         value = base_value + (gain if hib else -gain)
-        row = dict(model=model, depth=depth, config=str(plan), design=design, sublayer="block", task=task,
-                   metric=metric, higher_is_better=int(hib), base_value=base_value, value=value, gain=gain,
-                   ci_low=gain - half, ci_high=gain + half, p_value=_p(gain, half), n_items=100 if stopped else 500,
-                   n_tokens=40_000 if stopped else 200_000, stopped_early=int(stopped),
-                   extra_flops_per_token=extra_layers * 7e6, flops_ratio=1 + extra_layers / depth,
-                   effective_params=135e6 + extra_layers * 3.5e6,
-                   kv_bytes_per_token=(depth + extra_layers) * 2 * 3 * 64 * 2,
-                   export_command=f"frankenlm export --model {model} --plan '{plan}' --format hf --out exports/x")
+        row = dict(
+            model=model,
+            depth=depth,
+            config=str(plan),
+            design=design,
+            sublayer="block",
+            task=task,
+            metric=metric,
+            higher_is_better=int(hib),
+            base_value=base_value,
+            value=value,
+            gain=gain,
+            ci_low=gain - half,
+            ci_high=gain + half,
+            p_value=_p(gain, half),
+            n_items=100 if stopped else 500,
+            n_tokens=40_000 if stopped else 200_000,
+            stopped_early=int(stopped),
+            extra_flops_per_token=extra_layers * 7e6,
+            flops_ratio=1 + extra_layers / depth,
+            effective_params=135e6 + extra_layers * 3.5e6,
+            kv_bytes_per_token=(depth + extra_layers) * 2 * 3 * 64 * 2,
+            export_command=f"frankenlm export --model {model} --plan '{plan}' --format hf --out exports/x",
+        )
+        extra = params.pop("extra_params", {})
         row.update(params)
+        self.params.setdefault(model, {})[str(plan)] = {**params, **extra}
         if heldout is not None:
             hg, hh = heldout
             row.update(heldout_gain=hg, heldout_ci_low=hg - hh, heldout_ci_high=hg + hh, heldout_p=_p(hg, hh))
@@ -72,48 +125,93 @@ class Run:
         self.rows.append(row)
 
     def block(self, model, depth, task, metric, hib, i, j, gain, half, **kw):
-        self.add(model, depth, task, metric, hib, repeat_block_plan(i, j, depth), "repeat-block", j - i + 1, gain,
-                 half, i=i, j=j, repeats=1, **kw)  # fmt: skip
+        self.add(
+            model,
+            depth,
+            task,
+            metric,
+            hib,
+            repeat_block_plan(i, j, depth),
+            "repeat-block",
+            j - i + 1,
+            gain,
+            half,
+            i=i,
+            j=j,
+            repeats=1,
+            **kw,
+        )
 
     def layer(self, model, depth, task, metric, hib, k, r, gain, half, **kw):
-        self.add(model, depth, task, metric, hib, repeat_layer_plan(k, depth, extra=r), "repeat-layer", r, gain,
-                 half, layer=k, repeats=r, **kw)  # fmt: skip
+        self.add(
+            model,
+            depth,
+            task,
+            metric,
+            hib,
+            repeat_layer_plan(k, depth, extra=r),
+            "repeat-layer",
+            r,
+            gain,
+            half,
+            layer=k,
+            repeats=r,
+            **kw,
+        )
 
     def sub(self, model, depth, task, metric, hib, k, s, gain, half, **kw):
-        self.add(model, depth, task, metric, hib, repeat_layer_plan(k, depth, 1, sublayer=s), "sublayer", 0.5,
-                 gain, half, layer=k, repeats=1, sublayer=s, **kw)  # fmt: skip
+        self.add(
+            model,
+            depth,
+            task,
+            metric,
+            hib,
+            repeat_layer_plan(k, depth, 1, sublayer=s),
+            "sublayer",
+            0.5,
+            gain,
+            half,
+            layer=k,
+            repeats=1,
+            sublayer=s,
+            **kw,
+        )
 
     def write(self, run_dir: Path, study: dict | None) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
-        groups: dict[tuple, list[dict]] = {}
-        for r in self.rows:
-            if r["design"] != "base":
-                groups.setdefault((r["model"], r["task"]), []).append(r)
-        for rs in groups.values():
-            for r, ph in zip(rs, holm(np.array([r["p_value"] for r in rs]))):
-                r["p_holm"], r["p_bh"], r["significant"] = float(ph), float(ph), int(ph < 0.05)
-        with open(run_dir / "results.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=COLUMNS)
-            w.writeheader()
-            for r in self.rows:
-                w.writerow({k: r.get(k, "") for k in COLUMNS})
+        typed = [ResultRow.from_record(r, self.params.get(r["model"], {}).get(r["config"], {})) for r in self.rows]
+        groups: dict[tuple, list[ResultRow]] = {}
+        for r in typed:
+            groups.setdefault((r.model, r.task), []).append(r)
+        write_csv([r for rs in groups.values() for r in adjust_pvalues(rs)], run_dir / "results.csv")
         if study is not None:
-            (run_dir / "study.json").write_text(json.dumps(study))
+            (run_dir / "study.json").write_text(json.dumps({**study, "design_params": self.params}))
         return run_dir
 
 
 def _study(models, tasks) -> dict:
     return {
-        "preset": "synthetic", "dtype": "bfloat16",
+        "preset": "synthetic",
+        "dtype": "bfloat16",
         "models": [{"name": m, "depth": d, "params": 135e6 if d == 30 else 362e6} for m, d in models],
-        "tasks": [{"name": t, "primary_metric": m, "higher_is_better": hib, "search_items": 500,
-                   "heldout_items": 300, "search_tokens": 200_000} for t, m, hib in tasks],
+        "tasks": [
+            {
+                "name": t,
+                "primary_metric": m,
+                "higher_is_better": hib,
+                "search_items": 500,
+                "heldout_items": 300,
+                "search_tokens": 200_000,
+            }
+            for t, m, hib in tasks
+        ],
         "designs": ["repeat-block", "repeat-layer", "sublayer"],
-        "started": "2026-11-27T00:00:00", "finished": "2026-11-27T01:12:30",
+        "started": "2026-11-27T00:00:00",
+        "finished": "2026-11-27T01:12:30",
         "timings": {"smollm2-135m/search+heldout": 3600.5, "total": 4350.0},
         "command": "frankenlm study --preset synthetic --model smollm2-135m --out runs/x",
         "early_stopping": {"slices": 4, "alpha": 0.01},
-    }  # fmt: skip
+    }
 
 
 def _surface(i: int, j: int) -> float:
@@ -144,8 +242,12 @@ def rich_run(run_dir: Path) -> Path:
         if (i, j) in heldout:
             kw = {"heldout": (g * 0.6, 0.0012), "fp32": g + 0.0001}
         run.block(A, D, *bpb, i, j, g if not long_ else g - 0.01, 0.006 if long_ else 0.0012, stopped=long_, **kw)
-    curves = {5: [-0.001, -0.003, -0.006], 12: [0.0005, -0.001, -0.004], 17: [0.004, 0.0055, 0.005],
-              25: [-0.0005, -0.002, -0.0035]}  # fmt: skip
+    curves = {
+        5: [-0.001, -0.003, -0.006],
+        12: [0.0005, -0.001, -0.004],
+        17: [0.004, 0.0055, 0.005],
+        25: [-0.0005, -0.002, -0.0035],
+    }
     for k, gains in curves.items():
         for r, g in enumerate(gains, 1):
             run.layer(A, D, *bpb, k, r, g, 0.0012, **({"heldout": (g * 0.6, 0.0012)} if k == 17 else {}))
@@ -223,8 +325,18 @@ def test_report_is_self_contained(rich) -> None:
 def test_expected_figures_present_and_embedded(rich) -> None:
     run_dir, html = rich
     a, a_hs, b = "smollm2-135m-wikitext", "smollm2-135m-hellaswag", "smollm2-360m-wikitext"
-    expected = {f"{a}_heatmap", f"{a}_repeat_layer", f"{a}_sublayer", f"{a}_cost", f"{a_hs}_repeat_layer",
-                f"{a_hs}_cost", f"{b}_heatmap", f"{b}_repeat_layer", f"{b}_cost", "sizes_wikitext"}  # fmt: skip
+    expected = {
+        f"{a}_heatmap",
+        f"{a}_repeat_layer",
+        f"{a}_sublayer",
+        f"{a}_cost",
+        f"{a_hs}_repeat_layer",
+        f"{a_hs}_cost",
+        f"{b}_heatmap",
+        f"{b}_repeat_layer",
+        f"{b}_cost",
+        "sizes_wikitext",
+    }
     ids = _figure_ids(html)
     assert sorted(ids) == sorted(expected)
     imgs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
@@ -245,8 +357,16 @@ def test_expected_figures_present_and_embedded(rich) -> None:
 def test_header(rich) -> None:
     _, html = rich
     head = html.split('<section id="answers">')[0]
-    for s in ("smollm2-135m", "smollm2-360m", "wikitext", "hellaswag", "bfloat16", "1 h 12 min",
-              "frankenlm study --preset synthetic", "200 ktokens"):  # fmt: skip
+    for s in (
+        "smollm2-135m",
+        "smollm2-360m",
+        "wikitext",
+        "hellaswag",
+        "bfloat16",
+        "1 h 12 min",
+        "frankenlm study --preset synthetic",
+        "200 ktokens",
+    ):
         assert s in head, s
 
 
@@ -285,12 +405,12 @@ def test_rich_answers(rich) -> None:
 
 
 def test_block_cells_filled_from_equivalent_plans(rich) -> None:
-    from frankenlm.report.page import _groups, _load
-
     run_dir, _ = rich
-    g = next(g for g in _groups(*_load(run_dir)) if g.model == A and g.task == "wikitext")
-    assert (17, 17) not in g.blocks
+    g = next(g for g in read_results(run_dir).groups() if g.model == A and g.task == "wikitext")
+    # the sweep deduplicated block (17, 17) into the repeat-layer row: found from its design parameters
+    assert not any(r.design == "repeat-block" and (r.i, r.j) == (17, 17) for r in g.rows)
     assert g.block(17, 17) is g.layer_rep(17, 1) is not None and g.sub(17, "block") is g.layer_rep(17, 1)
+    assert g.block(17, 17).design == "repeat-layer"
 
 
 def test_null_study_says_no_configuration(tmp_path) -> None:
@@ -321,8 +441,10 @@ def test_deterministic_pure_and_torch_free(tmp_path) -> None:
     run_dir = null_run(tmp_path / "run")
     (run_dir / "figures").mkdir()
     (run_dir / "figures" / "stale.png").write_bytes(b"old")
-    code = ("import sys; from pathlib import Path; from frankenlm.report.page import write_report; "
-            f"write_report(Path({str(run_dir)!r})); print('torch' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys; from pathlib import Path; from frankenlm.report import write_report; "
+        f"write_report(Path({str(run_dir)!r})); print('torch' in sys.modules)"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False", "the report must not import torch (it never loads a model)"
@@ -335,21 +457,38 @@ def test_deterministic_pure_and_torch_free(tmp_path) -> None:
 def test_empty_cells_and_missing_study(tmp_path) -> None:
     run_dir = tmp_path / "sparse"
     run_dir.mkdir()
+    nan = math.nan
     rows = [
-        {"model": A, "depth": "30", "config": "0..29", "design": "base", "task": "t", "metric": "acc",
-         "higher_is_better": "1", "base_value": "0.5", "value": "0.5"},
-        {"model": A, "depth": "30", "config": "0..7,7..29", "design": "repeat-layer", "layer": "7.0",
-         "repeats": "1", "task": "t", "metric": "acc", "higher_is_better": "1", "gain": "nan", "ci_low": ""},
-        {"model": A, "depth": "", "config": "0..3,2..29", "design": "custom", "task": "t", "metric": "acc",
-         "gain": "0.01", "ci_low": "", "ci_high": "", "p_holm": "", "significant": "", "stopped_early": ""},
-        {"model": A, "depth": "30", "config": "not a plan", "design": "search", "task": "t", "metric": "acc",
-         "gain": "-0.02", "ci_low": "-0.03", "ci_high": "-0.01", "p_holm": "0.001", "flops_ratio": "1.1"},
-    ]  # fmt: skip
-    with open(run_dir / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
+        ResultRow(A, 30, "0..29", "base", task="t", metric="acc", higher_is_better=True, base_value=0.5, value=0.5),
+        ResultRow(
+            A,
+            30,
+            "0..7,7..29",
+            "repeat-layer",
+            layer=7,
+            repeats=1,
+            task="t",
+            metric="acc",
+            higher_is_better=True,
+            gain=nan,
+        ),
+        ResultRow(A, None, "0..3,2..29", "custom", task="t", metric="acc", higher_is_better=True, gain=0.01),
+        ResultRow(
+            A,
+            30,
+            "not a plan",
+            "search",
+            task="t",
+            metric="acc",
+            higher_is_better=True,
+            gain=-0.02,
+            ci_low=-0.03,
+            ci_high=-0.01,
+            p_value=0.001,
+            flops_ratio=1.1,
+        ),
+    ]
+    write_csv(adjust_pvalues(rows), run_dir / "results.csv")
     html = write_report(run_dir).read_text()
     assert "study.json is missing" in html
     assert "The repeat-block design wasn't run" in html and "The sublayer design wasn't run" in html
@@ -357,7 +496,7 @@ def test_empty_cells_and_missing_study(tmp_path) -> None:
     # header-only results.csv: still a page
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "results.csv").write_text(",".join(COLUMNS) + "\n")
+    write_csv([], empty / "results.csv")
     assert "results.csv holds no rows" in write_report(empty).read_text()
 
 
@@ -371,8 +510,16 @@ def test_missing_results_is_a_user_error(tmp_path) -> None:
 # ------------------------------------------------------------------------------- headless Chromium check
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class _CDP:
@@ -381,8 +528,10 @@ class _CDP:
     def __init__(self, port: int, path: str) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: "
-                          f"Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: "
+            f"Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
         self.f = self.sock.makefile("rb")
         status = self.f.readline()
         assert b" 101 " in status, status
@@ -393,8 +542,13 @@ class _CDP:
     def _send(self, text: str) -> None:
         data, mask = text.encode(), os.urandom(4)
         n = len(data)
-        head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0xFE]) + n.to_bytes(2, "big")
-                                if n < 65536 else bytes([0xFF]) + n.to_bytes(8, "big"))  # fmt: skip
+        head = bytes([0x81]) + (
+            bytes([0x80 | n])
+            if n < 126
+            else bytes([0xFE]) + n.to_bytes(2, "big")
+            if n < 65536
+            else bytes([0xFF]) + n.to_bytes(8, "big")
+        )
         self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
 
     def _recv(self) -> dict:
@@ -464,9 +618,19 @@ def test_report_renders_in_chromium(rich, tmp_path) -> None:
     exe = _chromium()
     run_dir, _ = rich
     profile = tmp_path / "profile"
-    proc = subprocess.Popen([str(exe), *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                             "--remote-allow-origins=*", "--window-size=1280,1000", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "--remote-allow-origins=*",
+            "--window-size=1280,1000",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         port_file, end = profile / "DevToolsActivePort", time.monotonic() + 60
         while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
@@ -482,9 +646,15 @@ def test_report_renders_in_chromium(rich, tmp_path) -> None:
         since = len(cdp.events)
         cdp.call("Page.navigate", url=(run_dir / "report.html").resolve().as_uri())
         cdp.wait_for("Page.loadEventFired", since)
-        imgs = json.loads(cdp.call("Runtime.evaluate", returnByValue=True, expression=(
-            "JSON.stringify(Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight]))"
-        ))["result"]["value"])  # fmt: skip
+        imgs = json.loads(
+            cdp.call(
+                "Runtime.evaluate",
+                returnByValue=True,
+                expression=(
+                    "JSON.stringify(Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight]))"
+                ),
+            )["result"]["value"]
+        )
         assert len(imgs) == 10
         assert all(c and w > 0 and h > 0 for c, w, h in imgs), imgs
         shot = cdp.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
@@ -499,3 +669,150 @@ def test_report_renders_in_chromium(rich, tmp_path) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# ------------------------------------------------------------------------- schema, heatmap scale, damped repeats
+
+
+def test_results_round_trip_is_exact(rich, tmp_path) -> None:
+    """The one reader gives back the rows the writer was given: writing them again gives the same bytes."""
+    run_dir, _ = rich
+    res = read_results(run_dir)
+    again = write_csv(res.rows, tmp_path / "results.csv")
+    assert again.read_bytes() == (run_dir / "results.csv").read_bytes()
+    assert read_csv_rows(again, res.study) == res.rows
+    # the verdicts travel with the row (independent truth: the synthetic run's construction)
+    g = next(g for g in res.groups() if g.model == A and g.task == "wikitext")
+    r17 = g.layer_rep(17, 1)
+    assert r17.better and r17.confirmed and r17.params == {"layer": 17, "repeats": 1}
+    stopped = g.block(5, 6)
+    assert stopped.stopped_early and stopped not in g.ranked
+    full = [r for r in g.rows if not r.stopped_early]
+    assert len(g.ranked) == len(full) and [r.gain for r in g.ranked] == sorted((r.gain for r in full), reverse=True)
+
+
+def read_csv_rows(path: Path, study: dict) -> list[ResultRow]:
+    from frankenlm.study.results import read_csv
+
+    return read_csv(path, study.get("design_params"))
+
+
+def test_verdicts_from_the_numbers() -> None:
+    def row(**kw):
+        return ResultRow(A, 30, "0..3,3..29", "custom", task="t", metric="acc", higher_is_better=True, **kw)
+
+    assert row(gain=0.02, ci_low=0.01, ci_high=0.03, significant=True).better
+    assert not row(gain=0.02, ci_low=-0.01, ci_high=0.05, significant=True).better  # CI includes 0
+    assert not row(gain=0.02, ci_low=0.01, ci_high=0.03, significant=False).better  # not Holm-significant
+    assert row(gain=-0.02, ci_low=-0.03, ci_high=-0.01, significant=True).worse
+    ok = row(gain=0.02, ci_low=0.01, ci_high=0.03, significant=True, heldout_gain=0.01, heldout_ci_low=0.002)
+    assert ok.confirmed and ok.remeasured
+    assert not row(
+        gain=0.02, ci_low=0.01, ci_high=0.03, significant=True, heldout_gain=0.01, heldout_ci_low=-0.002
+    ).confirmed
+    assert row(gain=0.02, ci_low=0.01, ci_high=0.03, fp32_gain=0.021).fp32_agrees is True
+    assert row(gain=0.02, ci_low=0.01, ci_high=0.03, fp32_gain=-0.02).fp32_agrees is False
+    assert row(gain=0.02).fp32_agrees is None
+    assert row(flops_ratio=1.25).extra_flops_pct == pytest.approx(25.0)
+    assert row().repeated_layers == (3,)  # from the plan text when the design has no layer parameters
+
+
+def _cell_colours(fig) -> np.ndarray:
+    """RGBA of every heatmap cell (the gain image is the second image on the axes)."""
+    im = fig.axes[0].images[1]
+    return im.to_rgba(im.get_array())
+
+
+def test_heatmap_scale_survives_one_catastrophic_block(tmp_path) -> None:
+    from frankenlm.report.figures import fig_heatmap, robust_limits
+
+    run, D = Run(), 12
+    bpb = ("wikitext", "bits_per_byte", False)
+    run.base(A, D, *bpb, 1.0)
+    gains = {}
+    for i in range(0, D, 2):
+        for j in range(i, D, 2):
+            gains[(i, j)] = -0.002 * (j - i) + 0.001 * (i % 4)
+    gains[(0, 10)] = -5.0  # one catastrophic block
+    for (i, j), gain in gains.items():
+        run.block(A, D, *bpb, i, j, gain, 0.0005)
+    g = read_results(run.write(tmp_path, _study([(A, D)], [bpb]))).groups()[0]
+    fig = fig_heatmap(g)
+    rgba = _cell_colours(fig)
+    starts, ends = list(range(0, D, 2)), list(range(0, D, 2))
+    colour = {(i, j): rgba[starts.index(i), ends.index(j)] for (i, j) in gains}
+    # cells whose gains differ by a few thousandths get clearly different colours despite the -5.0 outlier
+    for a, b in (((0, 2), (0, 8)), ((2, 2), (0, 0)), ((4, 6), (4, 10))):
+        assert gains[a] != gains[b]
+        assert np.abs(colour[a][:3] - colour[b][:3]).max() > 0.08, (a, b, colour[a], colour[b])
+    # the outlier is clipped (end colour) and marked, and the colour bar says so
+    marked = [c for c in fig.axes[0].collections if c.get_gid() == "clipped"]
+    assert len(marked) == 1 and marked[0].get_offsets().tolist() == [[ends.index(10), starts.index(0)]]
+    assert "clipped" in fig.axes[1].get_ylabel()
+    # without the outlier nothing is clipped
+    assert robust_limits([g for k, g in gains.items() if k != (0, 10)])[0] == min(
+        g for k, g in gains.items() if k != (0, 10)
+    )
+
+
+def _damped_run(tmp_path: Path) -> Path:
+    run, D = Run(), 30
+    bpb = ("wikitext", "bits_per_byte", False)
+    run.base(A, D, *bpb, 1.0)
+    run.layer(A, D, *bpb, 12, 1, -0.004, 0.001)  # the plain repeat: scale 1
+    for k, best in ((12, 0.5), (20, 0.7)):
+        for s in (0.3, 0.5, 0.7, 0.9):
+            gain = 0.006 - 0.02 * (s - best) ** 2
+            plan = f"0..{k},{k}@{s:g},{k + 1}..29"
+            run.add(
+                A,
+                D,
+                *bpb,
+                plan,
+                "damped",
+                s,
+                gain,
+                0.001,
+                heldout=(gain * 0.8, 0.001) if s == best else None,
+                extra_params={"layer": k, "scale": s, "branch": "both", "of": f"0..{k},{k},{k + 1}..29"},
+            )
+    for s in (0.5, 1.5):
+        run.add(
+            A,
+            D,
+            *bpb,
+            f"0..20,20.attn@{s:g},21..29",
+            "damped",
+            0.5,
+            -0.001 * s,
+            0.001,
+            extra_params={"layer": 20, "scale": s, "branch": "attn", "of": "0..20,20.attn,21..29"},
+        )
+    return run.write(tmp_path, _study([(A, D)], [bpb]))
+
+
+def test_damped_repeats_figure_and_answer(tmp_path) -> None:
+    from frankenlm.report.figures import scale_series
+
+    run_dir = _damped_run(tmp_path)
+    g = read_results(run_dir).groups()[0]
+    series = scale_series(g)
+    assert set(series) == {("layer 12", "both"), ("layer 20", "both"), ("layer 20", "attn")}
+    # the plain repeat of layer 12 joins its series at scale 1, found from design parameters
+    assert [s for s, _ in series[("layer 12", "both")]] == [0.3, 0.5, 0.7, 0.9, 1.0]
+    assert series[("layer 12", "both")][-1][1].design == "repeat-layer"
+    html = write_report(run_dir).read_text()
+    assert "smollm2-135m-wikitext_scales" in _figure_ids(html)
+    ans = _answers(html)
+    assert "Does scaling the repeated copy help?" in html
+    line = next(s for s in ans.split("\n") if "damped repeat" in s)
+    assert "10 damped repeats in 3 series" in line
+    assert "layer 12: best scale 0.5" in line and "(confirmed)" in line and "vs the plain repeat's" in line
+    assert "layer 20 (attn only): best scale 0.5" in line
+    assert "layer 20: best scale 0.7" in line
+
+
+def test_no_stale_racing_text(rich) -> None:
+    _, html = rich
+    assert "first slice" not in html
+    assert "any slice but the last" in html

@@ -258,9 +258,7 @@ def test_dict_stat_recomputes_ratio_per_resample() -> None:
     tok_a = rng.integers(20, 200, size=120)
     tok_b = tok_a + 5
     iv = paired_ratio_diff_ci("token_perplexity", nll_a, nll_b, tok_a, denom_b=tok_b, n_resamples=200)
-    assert iv.estimate == pytest.approx(
-        math.exp(nll_a.sum() / tok_a.sum()) - math.exp(nll_b.sum() / tok_b.sum())
-    )
+    assert iv.estimate == pytest.approx(math.exp(nll_a.sum() / tok_a.sum()) - math.exp(nll_b.sum() / tok_b.sum()))
 
 
 def test_bca_matches_scipy_bootstrap() -> None:
@@ -313,7 +311,7 @@ def test_coverage_correlated_bernoulli_pairs() -> None:
         return a.astype(float), b.astype(float)
 
     for method in ("percentile", "bca"):
-        ci = lambda a, b, seed: paired_diff_mean_ci(a, b, n_resamples=500, seed=seed, method=method)  # noqa: E731
+        ci = lambda a, b, seed, method=method: paired_diff_mean_ci(a, b, n_resamples=500, seed=seed, method=method)  # noqa: E731
         cov = _coverage(make, 0.04, 200, ci)
         assert 0.90 <= cov <= 0.99, method
 

@@ -90,3 +90,37 @@ def test_a_claim_of_a_killed_process_on_this_host_does_not_block(tmp_path):
     # a claim by an owner on another host is trusted until its lease lapses
     s.db.execute("UPDATE claims SET owner='elsewhere:1:1'")
     assert Store(path).claimed_by_others(unit())
+
+
+def test_runs_differing_in_context_or_device_share_no_rows(tmp_path):
+    import hashlib
+    import json
+
+    path = tmp_path / "shared.sqlite"
+    default, short, gpu = Store(path), Store(path, context_length=256), Store(path, device_type="cuda")
+    u = unit()
+    old = hashlib.sha256(json.dumps([u.model_digest, u.plan, u.task, u.item_set, u.dtype, "1"]).encode()).hexdigest()
+    assert default.key(u) == old == u.key  # default runs keep the keys they always had
+    assert len({default.key(u), short.key(u), gpu.key(u)}) == 3
+    short.put(u, [{"item_id": "a", "metrics": {"acc": 1.0}}])
+    assert short.has(u) and not default.has(u) and not gpu.has(u)
+    assert default.claim(u)  # not done under the default setup: computed again there
+    assert Store(path, context_length=256).get(u) == [{"item_id": "a", "metrics": {"acc": 1.0}}]
+
+
+def test_a_file_that_is_not_a_store_is_one_line_refusal(tmp_path):
+    import pytest
+
+    from frankenlm.errors import FrankenError
+
+    bad = tmp_path / "notes.sqlite"
+    bad.write_text("these are my notes, not a database\n" * 50)
+    with pytest.raises(FrankenError, match="cannot be used"):
+        Store(bad)
+    assert bad.read_text().startswith("these are my notes")  # untouched
+    with pytest.raises(FrankenError, match="is a directory"):
+        Store(tmp_path)
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE results (x INTEGER)")
+    with pytest.raises(FrankenError, match="results store .*(cannot be used|not a frankenlm results store)"):
+        Store(other)

@@ -15,14 +15,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from frankenlm.study import designs
 from frankenlm.errors import FrankenError
 from frankenlm.model.loading import load_model
+from frankenlm.study import designs
+from frankenlm.study.items import select_items
+from frankenlm.study.runner import run_study, study_candidates
 from frankenlm.study.spec import DesignSpec, EarlyStopping, StudySpec, TaskBudget
 from frankenlm.study.store import Store
-from frankenlm.study.runner import run_study, run_sweep, select_items, study_configs
+from frankenlm.study.sweep import race
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_report(run_dir):
+    from frankenlm.report.page import write_report as write
+
+    return write(run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +40,18 @@ def tiny_dir(tmp_path_factory) -> Path:
 
     tok = AutoTokenizer.from_pretrained(load_model("smollm2-135m").path)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():
         for p in model.parameters():
@@ -50,8 +67,11 @@ def tiny_spec(model: str, early: bool = True) -> StudySpec:
         "test",
         [model],
         [TaskBudget("lambada_passages", search_tokens=900, heldout_tokens=300)],
-        [DesignSpec("repeat-block", {"stride": 2}), DesignSpec("repeat-layer", {"layers": [1, 4], "max_repeats": 2}),
-         DesignSpec("sublayer", {"layers": [2]})],
+        [
+            DesignSpec("repeat-block", {"stride": 2}),
+            DesignSpec("repeat-layer", {"layers": [1, 4], "max_repeats": 2}),
+            DesignSpec("sublayer", {"layers": [2]}),
+        ],
         dtype="float32",
         slices=3,
         early_stopping=EarlyStopping(level=0.9) if early else None,
@@ -63,8 +83,10 @@ def tiny_spec(model: str, early: bool = True) -> StudySpec:
 
 
 def _all_items(store: Store) -> dict[str, list]:
-    return {row[0]: store.db.execute("SELECT items FROM results WHERE key=?", (row[0],)).fetchone()[0]
-            for row in store.rows()}
+    return {
+        row[0]: store.db.execute("SELECT items FROM results WHERE key=?", (row[0],)).fetchone()[0]
+        for row in store.rows()
+    }
 
 
 def test_prefix_reuse_gives_the_naive_numbers(tiny_dir, tmp_path):
@@ -72,11 +94,11 @@ def test_prefix_reuse_gives_the_naive_numbers(tiny_dir, tmp_path):
     spec = tiny_spec(str(tiny_dir), early=False)
     lm = load_model(str(tiny_dir))
     items = select_items(spec.tasks[0], lm.tokenizer, spec.slices, spec.seed)
-    configs = study_configs(spec, lm.depth)
+    configs = study_candidates(spec, lm.depth)
     assert len(configs) >= 10
     fast, naive = Store(tmp_path / "fast.sqlite"), Store(tmp_path / "naive.sqlite")
-    run_sweep(spec, lm, items, configs, fast, reuse=True, early_stopping=False)
-    run_sweep(spec, lm, items, configs, naive, reuse=False, early_stopping=False)
+    race(spec, lm, items, configs, fast, reuse=True, early_stopping=False)
+    race(spec, lm, items, configs, naive, reuse=False, early_stopping=False)
     a, b = _all_items(fast), _all_items(naive)
     assert a.keys() == b.keys() and len(a) == (len(configs) + 1) * spec.slices
     worst = 0.0
@@ -93,8 +115,8 @@ def test_racing_stops_clearly_worse_configs_but_never_the_leaders(tiny_dir, tmp_
     spec.early_stopping = EarlyStopping(level=0.5, min_items=1)
     lm = load_model(str(tiny_dir))
     items = select_items(spec.tasks[0], lm.tokenizer, spec.slices, spec.seed)
-    configs = study_configs(spec, lm.depth)
-    seen = run_sweep(spec, lm, items, configs, Store(tmp_path / "r.sqlite"))
+    configs = study_candidates(spec, lm.depth)
+    seen = race(spec, lm, items, configs, Store(tmp_path / "r.sqlite"))
     full = [p for p, k in seen.items() if k == spec.slices]
     stopped = [p for p, k in seen.items() if k < spec.slices]
     assert stopped, "level 0.5 on a random model should stop some configs"
@@ -104,13 +126,24 @@ def test_racing_stops_clearly_worse_configs_but_never_the_leaders(tiny_dir, tmp_
     assert any(k == 1 for k in seen.values()), "nothing stopped at the first look"
     first = len(items.search_slices[0])
     spec.early_stopping = EarlyStopping(level=0.5, min_items=first + 1)
-    seen2 = run_sweep(spec, lm, items, configs, Store(tmp_path / "r.sqlite"))
+    seen2 = race(spec, lm, items, configs, Store(tmp_path / "r.sqlite"))
     assert all(seen2[p] >= 2 for p in seen2), "a config was dropped after fewer than min_items documents"
 
 
 def _study_cmd(spec_path: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "frankenlm", "study", "--spec", str(spec_path), "--out", str(run_dir), "--resume",
-            "--threads", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "frankenlm",
+        "study",
+        "--spec",
+        str(spec_path),
+        "--out",
+        str(run_dir),
+        "--resume",
+        "--threads",
+        "1",
+    ]
 
 
 @pytest.mark.slow
@@ -124,8 +157,9 @@ def test_kill_minus_nine_then_resume_equals_uninterrupted_run(tiny_dir, tmp_path
     rng = random.Random(7)
     kills = 0
     for _ in range(4):
-        p = subprocess.Popen(_study_cmd(spec_path, run_dir), env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            _study_cmd(spec_path, run_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(2.0, 6.0))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
@@ -150,13 +184,14 @@ def test_designs_generate_the_expected_plans():
     subl = designs.sublayer(30, every=6)
     assert [c.params["sublayer"] for c in subl[:3]] == ["block", "attn", "mlp"]
     spec = tiny_spec("x")
-    cfgs = study_configs(spec, 6)
+    cfgs = study_candidates(spec, 6)
     texts = [c.text for c in cfgs]
     assert len(texts) == len(set(texts)) and "0..5" not in texts
 
 
 def test_signals_match_a_second_code_path(tiny_dir):
     """Block influence from the recorder's hooks == 1 - cos of the layer inputs the prefix cache records."""
+    from frankenlm.eval.packing import Pack, pack_batch
     from frankenlm.study.prefix_cache import PrefixCache
     from frankenlm.study.signals import SignalRecorder
 
@@ -164,7 +199,7 @@ def test_signals_match_a_second_code_path(tiny_dir):
     ids = torch.randint(0, 1000, (2, 12))
     mask = torch.ones_like(ids)
     rec = SignalRecorder(lm.model)
-    rec(ids, mask)
+    rec(pack_batch([Pack(tuple(row), ((0,),), ((0,),)) for row in ids.tolist()]))
     pc = PrefixCache(lm.model)
     captured = {}
     h = lm.model.model.norm.register_forward_pre_hook(lambda m, a: captured.setdefault("last", a[0].clone()))
@@ -179,10 +214,13 @@ def test_signals_match_a_second_code_path(tiny_dir):
 
 def test_search_design_composes_greedily_and_is_reported(tiny_dir, tmp_path):
     spec = tiny_spec(str(tiny_dir))
-    spec.designs = [DesignSpec("repeat-layer", {"layers": [0, 1, 2, 3, 4, 5], "max_repeats": 1}),
-                    DesignSpec("search", {"candidates": 3, "steps": 3})]
+    spec.designs = [
+        DesignSpec("repeat-layer", {"layers": [0, 1, 2, 3, 4, 5], "max_repeats": 1}),
+        DesignSpec("search", {"candidates": 3, "steps": 3}),
+    ]
     spec.early_stopping = None
-    run_study(spec, tmp_path / "run", log=lambda m: None)
+    run_study(spec, tmp_path / "run")
+    write_report(tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     info = next(iter(manifest["models"].values()))
     search = [c for c in info["configs"] if c["design"] == "search"]
@@ -204,11 +242,10 @@ def test_prefix_reuse_when_the_whole_base_is_the_prefix():
     import sys
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import random_ids, tiny_model
-
     from frankenlm.model.frankenmodel import build_frankenmodel
     from frankenlm.model.plan import parse_plan
     from frankenlm.study.prefix_cache import PrefixCache
+    from tiny import random_ids, tiny_model
 
     base = tiny_model("llama")
     ids = random_ids(12, batch=2)
@@ -230,3 +267,103 @@ def test_a_run_is_resumed_on_the_device_kind_it_started_on(tiny_dir, tmp_path):
     with pytest.raises(FrankenError, match="was run on cuda: resume it on cuda"):
         run_study(spec, run_dir, device="cpu")
     assert not (run_dir / "results.sqlite").exists(), "refused after touching the store"
+
+
+def small_spec(model: str, **kw) -> StudySpec:
+    spec = StudySpec(
+        "small",
+        [model],
+        [TaskBudget("lambada_passages", search_tokens=600, heldout_tokens=200)],
+        [DesignSpec("repeat-layer", {"layers": [1, 3], "max_repeats": 1})],
+        dtype="float32",
+        slices=2,
+        early_stopping=None,
+        heldout_top_k=1,
+        fp32_top_k=0,
+        batch_size=4,
+        context_length=256,
+    )
+    for k, v in kw.items():
+        setattr(spec, k, v)
+    return spec
+
+
+def test_every_phase_reports_progress(tiny_dir, tmp_path):
+    """The sweep, each greedy-search step, the held-out check and the fp32 re-check each get a bar that is
+    advanced unit by unit and then closed; messages go to `notify`."""
+    spec = small_spec(
+        str(tiny_dir),
+        dtype="bfloat16",
+        fp32_top_k=1,
+        designs=[
+            DesignSpec("repeat-layer", {"layers": [1, 3], "max_repeats": 1}),
+            DesignSpec("search", {"candidates": 2, "steps": 2}),
+        ],
+    )
+    bars: list[list] = []
+
+    def factory(description, total):
+        bars.append([description, total, 0, False])
+
+        def advance(desc, n):
+            if n < 0:
+                bars[-1][3] = True
+            else:
+                bars[-1][2] += n
+
+        return advance
+
+    messages: list[str] = []
+    run_study(spec, tmp_path / "run", progress=factory, notify=messages.append)
+    names = [b[0].split(" · ")[-1] for b in bars]
+    assert names[0] == "search" and "greedy search step 1" in names
+    assert names[-2:] == ["held-out", "fp32 re-check"]
+    for desc, total, done, closed in bars:
+        assert closed and 0 <= done <= total, (desc, total, done)
+    held = bars[names.index("held-out")]
+    assert held[2] == held[1] == spec.heldout_top_k + 1  # base + top 1 on the held-out items
+    fp32 = bars[-1]
+    assert fp32[2] == fp32[1] == (spec.fp32_top_k + 1) * spec.slices
+    assert any("held-out check" in m for m in messages) and any("fp32 re-check" in m for m in messages)
+
+
+def test_runs_differing_in_context_length_do_not_share_rows(tiny_dir, tmp_path):
+    store = tmp_path / "shared.sqlite"
+    run_study(small_spec(str(tiny_dir), context_length=256), tmp_path / "a", store_path=store)
+    n_a = Store(store).count()
+    run_study(small_spec(str(tiny_dir), context_length=64), tmp_path / "b", store_path=store)
+    db = Store(store).db
+    assert Store(store).count() == 2 * n_a  # every unit computed again at the other context length
+    base = f"0..{load_model(str(tiny_dir)).depth - 1}"
+    pairs = db.execute("SELECT item_set, COUNT(*) FROM results WHERE plan=? GROUP BY item_set", (base,)).fetchall()
+    assert pairs and all(n == 2 for _, n in pairs)
+    rows = db.execute("SELECT items FROM results WHERE plan=? ORDER BY item_set, created", (base,)).fetchall()
+    a, b = json.loads(rows[0][0]), json.loads(rows[1][0])
+    assert [x["extras"]["nll"] for x in a] != [x["extras"]["nll"] for x in b]  # 64-token windows score differently
+
+
+def test_a_layer_past_the_models_last_is_refused_before_anything_is_written(tiny_dir, tmp_path):
+    spec = small_spec(str(tiny_dir), designs=[DesignSpec("repeat-layer", {"layers": [6]})])
+    with pytest.raises(FrankenError, match="layer 6 is out of range"):
+        run_study(spec, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_study_and_report_commands_write_the_report(tiny_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from frankenlm.cli.app import app
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(small_spec(str(tiny_dir)).to_json())
+    out = tmp_path / "run"
+    r = CliRunner().invoke(
+        app, ["study", "--spec", str(spec), "--out", str(out), "--threads", "1"], catch_exceptions=False
+    )
+    assert r.exit_code == 0, r.output
+    assert "held-out check of the top 1" in r.output and (out / "report.html").exists()
+    csv_before = (out / "results.csv").read_text()
+    (out / "report.html").unlink()
+    r = CliRunner().invoke(app, ["report", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert (out / "report.html").exists() and (out / "results.csv").read_text() == csv_before

@@ -162,7 +162,9 @@ def test_winogrande_is_partial_evaluation():
 
 def test_copa_keeps_lmeval_double_space():
     doc = get_task("copa").load_docs()[0]
-    assert doc.requests[0] == LoglikelihoodRequest("The man turned on the faucet therefore", "  the toilet filled with water.")
+    assert doc.requests[0] == LoglikelihoodRequest(
+        "The man turned on the faucet therefore", "  the toilet filled with water."
+    )
 
 
 def test_lambada_scores_like_lmeval(lmeval_task):

@@ -75,6 +75,59 @@ def cached_logits(model, ids: torch.Tensor, prefill: int = 5) -> torch.Tensor:
     return torch.cat(chunks, dim=1)
 
 
+def _scale_(t: torch.Tensor, s: float, offset: bool) -> None:
+    with torch.no_grad():
+        t.copy_(s * (1 + t) - 1 if offset else s * t)
+
+
+def materialized_copy(sources, plan):
+    """A plan's meaning built by hand, without frankenlm's model code: a deep copy of the head source whose
+    decoder layers are deep copies of the source layers (each with its own ``layer_idx``; gemma3's layer types
+    remapped), sublayer positions with the other branch's output projection zeroed, and scales multiplied into
+    the weights: llama/qwen2 ``o_proj`` (attention), ``down_proj`` (MLP), ``q_proj`` weight and bias (QK);
+    gemma3 the post-norms ``post_attention_layernorm`` / ``post_feedforward_layernorm`` and ``q_norm`` as
+    ``w' = s * (1 + w) - 1`` (HF stores gemma norms without their +1 offset). Plain transformers runs it."""
+    import copy
+
+    from torch import nn
+
+    from frankenlm.model.plan import coerce_plan
+
+    srcs = sources if isinstance(sources, dict) else {None: sources}
+    head = srcs[None]
+    plan = coerce_plan(plan)
+    gemma = head.config.model_type.startswith("gemma3")
+    ref = copy.deepcopy(head)
+    ref.config.num_hidden_layers = len(plan)
+    if getattr(ref.config, "layer_types", None) is not None:
+        ref.config.layer_types = [srcs[r.source].config.layer_types[r.layer] for r in plan]
+    layers = []
+    for pos, r in enumerate(plan):
+        layer = copy.deepcopy(srcs[r.source].model.layers[r.layer])
+        layer.self_attn.layer_idx = pos
+        if hasattr(layer, "layer_idx"):
+            layer.layer_idx = pos
+        at, ml = layer.self_attn, layer.mlp
+        zeroed = {"attn": ml.down_proj, "mlp": at.o_proj}.get(r.sublayer)
+        for p in zeroed.parameters() if zeroed is not None else ():
+            with torch.no_grad():
+                p.zero_()
+        if gemma:
+            _scale_(layer.post_attention_layernorm.weight, r.attn_scale, True)
+            _scale_(layer.post_feedforward_layernorm.weight, r.mlp_scale, True)
+            _scale_(at.q_norm.weight, r.qk_scale, True)
+        else:
+            for p in at.o_proj.parameters():
+                _scale_(p, r.attn_scale, False)
+            for p in ml.down_proj.parameters():
+                _scale_(p, r.mlp_scale, False)
+            for p in at.q_proj.parameters():  # weight and (qwen2) bias
+                _scale_(p, r.qk_scale, False)
+        layers.append(layer)
+    ref.model.layers = nn.ModuleList(layers)
+    return ref.eval()
+
+
 # ------------------------------------------------------------------------------------------ GGUF round trips
 
 

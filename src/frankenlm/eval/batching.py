@@ -22,7 +22,7 @@ CPU_BATCH_SIZE = 8
 MAX_BATCH_SIZE = 256
 MEMORY_FRACTION = 0.7  # of the free memory the estimate may plan for (the prefix cache and allocator need the rest)
 
-_chosen: "weakref.WeakKeyDictionary[torch.nn.Module, dict[int, int]]" = weakref.WeakKeyDictionary()
+_chosen: weakref.WeakKeyDictionary[torch.nn.Module, dict[int, int]] = weakref.WeakKeyDictionary()
 
 
 def parse_batch_size(value: int | str) -> int | str:
@@ -82,8 +82,10 @@ def largest_fitting(start: int, attempt) -> int:
         return probe()
     except RuntimeError as e:
         if "reached zero" in str(e):
-            raise FrankenError("not even one row fits in the free GPU memory: use a shorter --context-length, "
-                               "a smaller dtype or a larger GPU") from None
+            raise FrankenError(
+                "not even one row fits in the free GPU memory: use a shorter --context-length, "
+                "a smaller dtype or a larger GPU"
+            ) from None
         raise
 
 

@@ -1,25 +1,55 @@
 """`frankenlm eval`: evaluate a base model and optionally its frankenmodel on the same items, compare them
-item by item, and report efficiency figures beside the metrics."""
+item by item, and report efficiency figures beside the metrics.
+
+Returns data only (`EvalRun`, whose `summaries()` gives one `TaskSummary` of `MetricRow`s per task); the CLI
+renders it. Differences are frankenmodel minus base in the metric's own units, with a paired 95% CI and p-value
+(`frankenlm.eval.paired`).
+"""
 
 from __future__ import annotations
 
-import math
 import resource
 from dataclasses import dataclass, field
 
-from rich.table import Table
-
-from frankenlm.study import analysis
+from frankenlm.eval import paired
+from frankenlm.eval.evaluate import TaskProgress, evaluate
+from frankenlm.eval.results import EvalResult
+from frankenlm.eval.tasks import get_task
 from frankenlm.model.costs import plan_costs
-from frankenlm.eval.evaluator import EvalResult, evaluate
 from frankenlm.model.frankenmodel import build_frankenmodel
 from frankenlm.model.loading import LoadedModel
-from frankenlm.eval.tasks import RatioMetric, get_task
 
 
-def _higher_is_better(task: str, metric: str) -> bool:
-    spec = next(m for m in get_task(task).metrics if m.name == metric)
-    return not isinstance(spec, RatioMetric)
+def higher_is_better(task: str, metric: str) -> bool:
+    """The metric's direction, as the task's metric spec declares it (`Metric.higher_is_better`)."""
+    return get_task(task).metric(metric).higher_is_better
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric of one task: the evaluated model's value (the frankenmodel's when there is a plan), and with
+    a plan the base's value and the paired difference frankenmodel - base with its 95% CI and p-value."""
+
+    metric: str
+    value: float
+    se: float | None
+    higher_is_better: bool
+    base_value: float | None = None
+    base_se: float | None = None
+    diff: float | None = None
+    diff_low: float | None = None
+    diff_high: float | None = None
+    p_value: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """A task's metric rows, with the number of items and the plan they compare (None: the base alone)."""
+
+    task: str
+    n_items: int
+    plan: str | None
+    rows: tuple[MetricRow, ...]
 
 
 @dataclass
@@ -28,35 +58,36 @@ class EvalRun:
     plan: str | None
     base: EvalResult
     franken: EvalResult | None
-    efficiency: dict = field(default_factory=dict)
+    efficiency: dict = field(default_factory=dict)  # "base"/"frankenmodel" -> figure name -> number
     comparisons: dict = field(default_factory=dict)  # task -> metric -> comparison
 
-    def tables(self) -> list[Table]:
+    def summaries(self) -> list[TaskSummary]:
+        """One summary per task, in evaluation order."""
         out = []
         for task, res in (self.franken or self.base).tasks.items():
-            t = Table(title=f"{task} ({res.n_items} items)" + (f" — plan {self.plan}" if self.plan else ""))
-            t.add_column("metric")
-            t.add_column("value ± se", justify="right")
-            if self.franken is not None:
-                for c in ("base ± se", "difference [95% CI]", "p"):
-                    t.add_column(c, justify="right")
+            rows = []
             for name, mv in res.metrics.items():
-                row = [name, _pm(mv.value, mv.se)]
-                if self.franken is not None:
-                    b = self.base.tasks[task].metrics[name]
-                    c = self.comparisons[task][name]
-                    row += [_pm(b.value, b.se), f"{c['diff']:+.4g} [{c['diff_low']:+.4g}, {c['diff_high']:+.4g}]",
-                            f"{c['p_value']:.3g}"]
-                t.add_row(*row)
-            out.append(t)
-        eff = Table(title="efficiency")
-        eff.add_column("")
-        for k in self.efficiency:
-            eff.add_column(k, justify="right")
-        keys = next(iter(self.efficiency.values())).keys()
-        for key in keys:
-            eff.add_row(key, *[_num(v[key]) for v in self.efficiency.values()])
-        out.append(eff)
+                hib = higher_is_better(task, name)
+                if self.franken is None:
+                    rows.append(MetricRow(name, mv.value, mv.se, hib))
+                    continue
+                b = self.base.tasks[task].metrics[name]
+                c = self.comparisons[task][name]
+                rows.append(
+                    MetricRow(
+                        name,
+                        mv.value,
+                        mv.se,
+                        hib,
+                        b.value,
+                        b.se,
+                        c["diff"],
+                        c["diff_low"],
+                        c["diff_high"],
+                        c["p_value"],
+                    )
+                )
+            out.append(TaskSummary(task, res.n_items, self.plan, tuple(rows)))
         return out
 
     def to_json(self) -> dict:
@@ -68,14 +99,6 @@ class EvalRun:
             "comparisons": self.comparisons,
             "efficiency": self.efficiency,
         }
-
-
-def _pm(v: float, se: float | None) -> str:
-    return f"{v:.4g}" + ("" if se is None or not math.isfinite(se) else f" ± {se:.2g}")
-
-
-def _num(v) -> str:
-    return f"{v:,.0f}" if isinstance(v, (int, float)) and abs(v) >= 100 else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _efficiency(models, plan, fm, res: EvalResult) -> dict:
@@ -94,16 +117,28 @@ def _efficiency(models, plan, fm, res: EvalResult) -> dict:
     }
 
 
-def run_eval(base: LoadedModel, models: dict, plan, tasks: list[str], **kw) -> EvalRun:
-    """Evaluate the base (and the frankenmodel of `plan`) on `tasks`; compare per item when both exist."""
+def _labelled(progress: TaskProgress | None, label: str) -> TaskProgress | None:
+    if progress is None:
+        return None
+    return lambda task, total: progress(f"{label} {task}", total)
+
+
+def run_eval(
+    base: LoadedModel, models: dict, plan, tasks: list[str], *, progress: TaskProgress | None = None, **kw
+) -> EvalRun:
+    """Evaluate the base (and the frankenmodel of `plan`) on `tasks`; compare per item when both exist.
+
+    `kw` goes to `evaluate` (limit, limit_mode, seed, split, batch_size, max_length, device); `progress` is
+    `evaluate`'s per-task callback, called with task names prefixed by "base" / "frankenmodel".
+    """
     device = kw.pop("device", None)
-    base_res = evaluate(base.model, base.tokenizer, tasks, device=device, **kw)
+    base_res = evaluate(base.model, base.tokenizer, tasks, device=device, progress=_labelled(progress, "base"), **kw)
     run = EvalRun(base.name, None if plan is None else str(plan), base_res, None)
     run.efficiency["base"] = _efficiency(models, None, None, base_res)
     if plan is None:
         return run
     fm = build_frankenmodel(models, plan)
-    fres = evaluate(fm, base.tokenizer, tasks, device=device, **kw)
+    fres = evaluate(fm, base.tokenizer, tasks, device=device, progress=_labelled(progress, "frankenmodel"), **kw)
     run.franken = fres
     run.efficiency["frankenmodel"] = _efficiency(models, plan, fm, fres)
     for task in tasks:
@@ -111,8 +146,8 @@ def run_eval(base: LoadedModel, models: dict, plan, tasks: list[str], **kw) -> E
         f = [{"item_id": r.item_id, "metrics": r.metrics, "extras": r.extras} for r in fres.items_of(task)]
         run.comparisons[task] = {}
         for name in fres.tasks[task].metrics:
-            hib = _higher_is_better(task, name)
-            c = analysis.compare(task, name, hib, b, f)
+            hib = higher_is_better(task, name)
+            c = paired.compare(task, name, hib, b, f)
             sign = 1.0 if hib else -1.0  # gain is "positive = better"; the table shows frankenmodel - base
             lo, hi = sorted((sign * c["ci_low"], sign * c["ci_high"]))
             run.comparisons[task][name] = {**c, "diff": sign * c["gain"], "diff_low": lo, "diff_high": hi}

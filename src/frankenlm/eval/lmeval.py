@@ -26,7 +26,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 
 def _plan_from_args(plan: str | None, plan_file: str | None):
-    from frankenlm.model.plan import from_mergekit, parse_plan
+    from frankenlm.model.mergekit import from_mergekit
+    from frankenlm.model.plan import parse_plan
 
     if plan_file:
         p = Path(plan_file)

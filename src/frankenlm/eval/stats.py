@@ -20,8 +20,9 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Union
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -46,7 +47,7 @@ __all__ = [
     "benjamini_hochberg",
 ]
 
-Data = Union[Mapping[str, np.ndarray], np.ndarray]
+Data = Mapping[str, np.ndarray] | np.ndarray
 
 # Keep the temporary (rows x n) arrays of the bootstrap / permutation loops around this many elements.
 _CHUNK_ELEMENTS = 1_000_000

@@ -1,18 +1,21 @@
 """What a frankenmodel costs: parameters (unique vs effective), FLOPs per token, KV-cache bytes per token.
 
 All figures are computed from the plan and the base model's modules, not estimated from names: a position
-counts the parameters of the modules it actually runs.
+counts the parameters of the modules it actually runs (which norms belong to which branch is an architecture
+fact, `frankenlm.model.arch`). Branch and QK scales (healed repeats) cost nothing measurable: the FLOPs are those
+of the unscaled plan, and `scaled_positions` counts the positions that carry a scale.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping
 
 import torch
 from torch import nn
 
-from frankenlm.model.frankenmodel import ATTN_ATTR, MLP_ATTR, decoder_layers, storage_ptrs
+from frankenlm.model.arch import Arch, arch_of
+from frankenlm.model.frankenmodel import decoder_layers, storage_ptrs
 from frankenlm.model.plan import LayerPlan, coerce_plan
 
 
@@ -25,9 +28,14 @@ class Costs:
     flops_per_token: float  # forward FLOPs per token at `context` tokens of context (matmuls + attention)
     kv_bytes_per_token: int  # KV-cache bytes per token of context
     context: int
+    scaled_positions: int = 0  # positions with a branch or QK scale (no effect on the figures above)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict; `scaled_positions` only when non-zero, so plain plans' records are unchanged."""
+        d = asdict(self)
+        if not d["scaled_positions"]:
+            del d["scaled_positions"]
+        return d
 
 
 def _numel(m: nn.Module | None) -> int:
@@ -41,20 +49,12 @@ def _matmul_params(m: nn.Module | None) -> int:
     return sum(mod.weight.numel() for mod in m.modules() if isinstance(mod, nn.Linear))
 
 
-def _position_modules(layer: nn.Module, sublayer: str) -> list[nn.Module]:
-    """The modules of a source layer that a position with this sublayer runs (norms included)."""
-    attn, mlp = getattr(layer, ATTN_ATTR), getattr(layer, MLP_ATTR)
-    norms = {n: m for n, m in layer.named_children() if "norm" in n}
-    attn_norms = [m for n, m in norms.items() if n in ("input_layernorm", "post_attention_layernorm")]
-    mlp_norms = [m for n, m in norms.items() if n not in ("input_layernorm",) and m not in attn_norms]
-    # llama/qwen2: post_attention_layernorm is the MLP's pre-norm; gemma3 has pre/post_feedforward norms
-    if "pre_feedforward_layernorm" not in norms:
-        attn_norms = [norms["input_layernorm"]] if "input_layernorm" in norms else []
-        mlp_norms = [norms["post_attention_layernorm"]] if "post_attention_layernorm" in norms else []
+def _position_modules(layer: nn.Module, sublayer: str, arch: Arch) -> list[nn.Module]:
+    """The modules of a source layer that a position with this sublayer runs (its branch's norms included)."""
     if sublayer == "attn":
-        return [attn, *attn_norms]
+        return [getattr(layer, arch.attn), *(getattr(layer, n) for n in arch.attn_norms)]
     if sublayer == "mlp":
-        return [mlp, *mlp_norms]
+        return [getattr(layer, arch.mlp), *(getattr(layer, n) for n in arch.mlp_norms)]
     return [layer]
 
 
@@ -92,7 +92,7 @@ def plan_costs(
     for r in plan:
         src = sources[r.source]
         layer = decoder_layers(src)[r.layer]
-        mods = _position_modules(layer, r.sublayer)
+        mods = _position_modules(layer, r.sublayer, arch_of(src))
         effective += sum(_numel(m) for m in mods)
         flops += 2.0 * sum(_matmul_params(m) for m in mods)
         types = getattr(src.config, "layer_types", None)
@@ -117,4 +117,5 @@ def plan_costs(
         flops_per_token=flops,
         kv_bytes_per_token=int(kv_bytes),
         context=context,
+        scaled_positions=sum(1 for r in plan if r.is_scaled),
     )

@@ -11,6 +11,11 @@ KV cache so that the cache's sequence length stays right). The residual stream a
 so the result equals a materialized layer whose MLP ``down_proj`` (resp. attention ``o_proj``) is zero — which
 is how exports represent them.
 
+Scaled positions (healed repeats, `LayerRef.attn_scale` / `mlp_scale` / `qk_scale`) add no tensor either: a
+forward hook multiplies the output of the module the architecture registry names (`frankenlm.model.arch`:
+llama/qwen2 ``o_proj`` and ``down_proj``, gemma3 its post-norms ``post_attention_layernorm`` and
+``post_feedforward_layernorm``), and a QK scale multiplies the position's own attention module's ``scaling``.
+
 Sources split over several GPUs with accelerate's ``device_map`` give a frankenmodel whose every position runs
 on the GPU holding its source layer (`split_device_map`), with accelerate's hooks moving the activations.
 """
@@ -18,28 +23,21 @@ on the GPU holding its source layer (`split_device_map`), with accelerate's hook
 from __future__ import annotations
 
 import copy
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from frankenlm.errors import FrankenError
+from frankenlm.model.arch import Arch, arch_of
 from frankenlm.model.plan import LayerPlan, LayerRef, coerce_plan
-
-ATTN_ATTR = "self_attn"
-MLP_ATTR = "mlp"
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of decoder layers of a transformers causal LM (llama, qwen2, gemma3 and their kin)."""
-    inner = getattr(model, "model", None)
-    layers = getattr(inner, "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise FrankenError(
-            f"unsupported architecture {type(model).__name__}: expected a causal LM with `.model.layers` "
-            "(llama, qwen2, gemma3, mistral and similar decoders)"
-        )
-    return layers
+    """The list of decoder layers of a transformers causal LM of a supported family (see `frankenlm.model.arch`)."""
+    if getattr(model, "config", None) is None:
+        raise FrankenError(f"unsupported architecture {type(model).__name__}: expected a transformers causal LM")
+    return arch_of(model).decoder_layers(model)
 
 
 class ZeroMLP(nn.Module):
@@ -98,6 +96,8 @@ def _bind(dst: nn.Module, src: nn.Module, what: str, skip_prefix: str | None = N
 
 
 def _check_compatible(sources: Mapping[str | None, nn.Module], head: str | None) -> None:
+    for m in sources.values():
+        arch_of(m)  # one clear error for an unsupported family
     ref = sources[head].config
     for alias, m in sources.items():
         c = m.config
@@ -128,7 +128,7 @@ def prepare_sources(
 
     Returns (plan, sources as alias → model, config): the config is the head source's with
     ``num_hidden_layers = len(plan)`` and per-layer ``layer_types`` remapped to the plan's order. Shared by
-    `build_frankenmodel` and `frankenlm.export.core.materialize`.
+    `build_frankenmodel` and `frankenlm.export.materialize.materialize`.
     """
     plan = coerce_plan(plan)
     sources = as_sources(base, head_source)
@@ -148,13 +148,39 @@ def prepare_sources(
     return plan, sources, cfg
 
 
-def remapped_config(
-    base: nn.Module | Mapping[str | None, nn.Module],
-    plan: LayerPlan | str,
-    head_source: str | None = None,
-):
-    """The config of the frankenmodel for `plan` (see `prepare_sources`)."""
-    return prepare_sources(base, plan, head_source)[2]
+class BranchScale:
+    """Forward hook multiplying a module's output by a constant (a healed repeat's branch scale). Holds a float,
+    no tensor; picklable."""
+
+    def __init__(self, scale: float):
+        self.scale = float(scale)
+
+    def __call__(self, module: nn.Module, args, output):
+        return output * self.scale
+
+    def __repr__(self) -> str:
+        return f"BranchScale({self.scale:g})"
+
+
+def apply_scales(layer: nn.Module, ref: LayerRef, arch: Arch) -> None:
+    """Give one position (a decoder layer whose modules are its own, sharing only tensors) the scales of `ref`:
+    a `BranchScale` hook on the output of the modules the registry names for the attention and MLP scales
+    (llama/qwen2: ``self_attn.o_proj``, ``mlp.down_proj``; gemma3: ``post_attention_layernorm``,
+    ``post_feedforward_layernorm``), and the attention module's ``scaling`` times ``qk_scale``."""
+    for site, s in ((arch.attn_scale, ref.attn_scale), (arch.mlp_scale, ref.mlp_scale)):
+        if s != 1.0:
+            try:
+                module = layer.get_submodule(site.module)
+            except AttributeError:
+                raise FrankenError(
+                    f"layer {ref.layer} ({arch.name}) has no {site.module!r} to carry the scale {s:g}"
+                ) from None
+            module.register_forward_hook(BranchScale(s))
+    if ref.qk_scale != 1.0:
+        attn = layer.get_submodule(arch.qk_scale.module)
+        if not isinstance(getattr(attn, arch.qk_attr, None), (int, float)):
+            raise FrankenError(f"layer {ref.layer} ({arch.name}): its attention has no {arch.qk_attr!r} to scale")
+        setattr(attn, arch.qk_attr, getattr(attn, arch.qk_attr) * ref.qk_scale)
 
 
 def build_frankenmodel(
@@ -166,26 +192,32 @@ def build_frankenmodel(
 
     `base` is one model, or a mapping alias → model for multi-source stacks (alias ``None`` is the default
     source). Embeddings, final norm and head come from `head_source` (the default source unless named).
+    Scaled refs get their scales at run time (`apply_scales`): no tensor is added or copied.
     """
     plan, sources, cfg = prepare_sources(base, plan, head_source)
     head = sources[head_source]
     for alias, m in sources.items():
         if any(p.is_meta for p in m.parameters()):
-            raise FrankenError(f"source {alias or 'default'!r} has offloaded (meta) weights: frankenmodels need "
-                               "every weight resident on a device")
+            raise FrankenError(
+                f"source {alias or 'default'!r} has offloaded (meta) weights: frankenmodels need "
+                "every weight resident on a device"
+            )
 
+    arch = arch_of(head)
     with torch.device("meta"):
         fm = type(head)._from_config(cfg, dtype=head.dtype)
     # everything but the decoder layers comes from the head source
-    _bind(fm, head, "head/embeddings", skip_prefix="model.layers.")
+    _bind(fm, head, "head/embeddings", skip_prefix=arch.layers + ".")
     layers = decoder_layers(fm)
     for pos, r in enumerate(plan):
         src_layer = decoder_layers(sources[r.source])[r.layer]
         _bind(layers[pos], src_layer, f"position {pos} (layer {r.layer} of source {r.source or 'default'!r})")
         if r.sublayer == "attn":
-            setattr(layers[pos], MLP_ATTR, ZeroMLP())
+            setattr(layers[pos], arch.mlp, ZeroMLP())
         elif r.sublayer == "mlp":
-            setattr(layers[pos], ATTN_ATTR, ZeroAttention(pos))
+            setattr(layers[pos], arch.attn, ZeroAttention(pos))
+        if r.is_scaled:
+            apply_scales(layers[pos], r, arch)
     left = [n for n, t, _ in _named_tensors(fm) if t is not None and t.is_meta]
     if left:
         raise FrankenError(f"internal: frankenmodel tensors left unbound: {left[:5]}")
@@ -206,8 +238,9 @@ def _device_in(device_map: Mapping[str, object], name: str) -> torch.device | No
     return torch.device("cuda", d) if isinstance(d, int) else torch.device(d)
 
 
-def split_device_map(plan: LayerPlan, sources: Mapping[str | None, nn.Module], head_source: str | None,
-                     fm: nn.Module) -> dict[str, torch.device]:
+def split_device_map(
+    plan: LayerPlan, sources: Mapping[str | None, nn.Module], head_source: str | None, fm: nn.Module
+) -> dict[str, torch.device]:
     """Where each module of the frankenmodel runs: every position on the device of the source layer whose
     weights it shares, everything else where the head source keeps it (sources split with accelerate)."""
 
@@ -252,8 +285,9 @@ def check_layer_types(fm: nn.Module) -> None:
     types = getattr(fm.config, "layer_types", None)
     if types is None:
         return
+    arch = arch_of(fm)
     for pos, layer in enumerate(decoder_layers(fm)):
-        attn = getattr(layer, ATTN_ATTR)
+        attn = getattr(layer, arch.attn)
         lt = getattr(attn, "layer_type", None) or getattr(layer, "attention_type", None)
         if lt is not None and lt != types[pos]:
             raise AssertionError(f"position {pos}: layer type {lt} != config {types[pos]}")
@@ -267,7 +301,3 @@ def storage_ptrs(*models: nn.Module) -> dict[int, int]:
             s = p.untyped_storage()
             out[s.data_ptr()] = s.nbytes()
     return out
-
-
-def plan_refs(fm: nn.Module) -> tuple[LayerRef, ...]:
-    return tuple(getattr(fm, "frankenlm_plan").refs)

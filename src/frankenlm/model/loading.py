@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from frankenlm.model import zoo
 from frankenlm.errors import FrankenError
+from frankenlm.model import zoo
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _CACHE_VERSION = 1
@@ -47,17 +47,18 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-SPLIT = "auto"  # --device auto: split the model over all visible GPUs with accelerate's device_map
+DEVICE_MAP_AUTO = "auto"  # --device auto: split the model over all visible GPUs with accelerate's device_map
 
 
 def parse_device(device: str | torch.device | None) -> torch.device:
     """A torch device; "auto" (split over all GPUs) is checked and answered with the first GPU."""
     if device is None:
         return torch.device("cpu")
-    if device == SPLIT:
+    if device == DEVICE_MAP_AUTO:
         if not torch.cuda.is_available():
-            raise FrankenError("--device auto splits the model over GPUs, but this machine has no CUDA GPU: "
-                               "use --device cpu")
+            raise FrankenError(
+                "--device auto splits the model over GPUs, but this machine has no CUDA GPU: use --device cpu"
+            )
         return torch.device("cuda", 0)
     try:
         dev = torch.device(device)
@@ -171,7 +172,9 @@ def _hub_download(repo_id: str) -> str:
 
         return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
     except Exception as e:
-        raise FrankenError(f"cannot fetch {repo_id!r} from the Hugging Face hub ({type(e).__name__}): offline?") from None
+        raise FrankenError(
+            f"cannot fetch {repo_id!r} from the Hugging Face hub ({type(e).__name__}): offline?"
+        ) from None
 
 
 def load_model(
@@ -184,7 +187,7 @@ def load_model(
     dev = parse_device(device)
     name, path, digest = resolve(source)
     _quiet_transformers()
-    split = device == SPLIT
+    split = device == DEVICE_MAP_AUTO
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, **({"device_map": "auto"} if split else {}))
         tok = AutoTokenizer.from_pretrained(str(path))

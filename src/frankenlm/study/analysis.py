@@ -2,65 +2,45 @@
 held-out confirmation and fp32 re-checks. A pure function of the store and the run's manifest.
 
 Gains are signed so that positive means better than the base, in the metric's own units (bits per byte for
-perplexity corpora, accuracy for benchmarks).
+perplexity corpora, accuracy for benchmarks). Rows are `frankenlm.study.results.ResultRow`s: the typed schema
+that defines every verdict once and that results.csv / study.json are written from and read back into. The
+paired arithmetic is `frankenlm.eval.paired` (shared with `frankenlm eval`).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from frankenlm.eval import stats
+from frankenlm.eval.paired import _ratio_arrays, compare
+from frankenlm.eval.paired import align as _align
+from frankenlm.eval.paired import ratio_spec as _ratio_spec
+from frankenlm.study.results import ALPHA, RESULT_COLUMNS, ResultRow, write_csv
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import Store, Unit, item_set_digest
-from frankenlm.eval.tasks import RatioMetric, get_task
 
-RESULT_COLUMNS = [
-    "model", "depth", "config", "design", "i", "j", "layer", "repeats", "sublayer", "task", "metric",
-    "higher_is_better", "base_value", "value", "gain", "ci_low", "ci_high", "p_value", "p_holm", "p_bh",
-    "significant", "n_items", "n_tokens", "stopped_early", "heldout_gain", "heldout_ci_low", "heldout_ci_high",
-    "heldout_p", "fp32_gain", "extra_flops_per_token", "flops_ratio", "effective_params", "kv_bytes_per_token",
-    "export_command",
-]  # fmt: skip
+__all__ = [
+    "RESULT_COLUMNS",
+    "primary_metric",
+    "compare",
+    "metric_value",
+    "point_gain",
+    "rank_search",
+    "adjust_pvalues",
+    "study_rows",
+    "write_results",
+]
 
 
 def primary_metric(task) -> tuple[str, bool]:
-    """The metric a study ranks a task by, and whether higher is better."""
-    names = [m.name for m in task.metrics]
-    if "bits_per_byte" in names:
-        return "bits_per_byte", False
-    for m in ("acc_norm", "acc", "exact_match_flexible", "exact_match_strict"):
-        if m in names:
-            return m, True
-    raise ValueError(f"task {task.name} has no rankable metric ({names})")
-
-
-def _ratio_spec(task_name: str, metric: str) -> tuple[str, str] | None:
-    """(denominator extra, stats formula name) of a ratio metric, None for a mean metric.
-
-    Ratio metrics are f(sum nll / sum denominator) with f = exp (perplexities) or r / ln 2 (bits); the
-    stats module names the two formulas token_perplexity and bits_per_byte.
-    """
-    for m in get_task(task_name).metrics:
-        if m.name == metric and isinstance(m, RatioMetric):
-            return m.denominator or "_one", ("bits_per_byte" if m.kind == "bits" else "token_perplexity")
-    return None
-
-
-def _ratio_arrays(items: list[dict], denom: str) -> tuple[np.ndarray, np.ndarray]:
-    nll = np.array([r["extras"]["nll"] for r in items], float)
-    den = np.array([r["extras"].get(denom, 1) for r in items], float)
-    return nll, den
-
-
-def _align(base: list[dict], cfg: list[dict]) -> tuple[list[dict], list[dict]]:
-    by_id = {r["item_id"]: r for r in base}
-    cfg = [r for r in cfg if r["item_id"] in by_id]
-    return [by_id[r["item_id"]] for r in cfg], cfg
+    """The metric a study ranks a task by, and whether higher is better: as the task declares them."""
+    m = task.primary_metric
+    return m.name, m.higher_is_better
 
 
 def metric_value(task: str, metric: str, items: list[dict]) -> float:
@@ -75,38 +55,6 @@ def point_gain(task: str, metric: str, higher_is_better: bool, base: list[dict],
     base, cfg = _align(base, cfg)
     diff = metric_value(task, metric, cfg) - metric_value(task, metric, base)
     return diff if higher_is_better else -diff
-
-
-def compare(task: str, metric: str, higher_is_better: bool, base: list[dict], cfg: list[dict],
-            level: float = 0.95, n_resamples: int = 2000) -> dict:
-    """Paired comparison of a config with the base on the items both have: gain (positive = better), CI, p."""
-    base, cfg = _align(base, cfg)
-    n = len(cfg)
-    out = {"n_items": n, "n_tokens": int(sum(r["extras"].get("n_tokens", 0) or 0 for r in cfg))}
-    if n < 2:
-        return {**out, "base_value": math.nan, "value": math.nan, "gain": math.nan, "ci_low": math.nan,
-                "ci_high": math.nan, "p_value": math.nan}
-    spec = _ratio_spec(task, metric)
-    if spec is not None:
-        nb, den = _ratio_arrays(base, spec[0])
-        nc, _ = _ratio_arrays(cfg, spec[0])
-        # stat(a) - stat(b) with a = base, b = config: positive when the config's ratio metric is lower
-        iv = stats.paired_ratio_diff_ci(spec[1], nb, nc, den, level=level, n_resamples=n_resamples)
-        if higher_is_better:
-            iv = stats.Interval(-iv.estimate, -iv.high, -iv.low, iv.level)
-        p = stats.paired_permutation_test(nb - nc, n_resamples=5000)
-        bv, cv = stats.ratio_metric(spec[1], nb, den), stats.ratio_metric(spec[1], nc, den)
-    else:
-        xb = np.array([r["metrics"][metric] for r in base], float)
-        xc = np.array([r["metrics"][metric] for r in cfg], float)
-        iv = stats.paired_diff_mean_ci(xc, xb, level=level, n_resamples=n_resamples)
-        if not higher_is_better:
-            iv = stats.Interval(-iv.estimate, -iv.high, -iv.low, iv.level)
-        binary = set(np.unique(np.concatenate([xb, xc]))) <= {0.0, 1.0}
-        p = stats.mcnemar_exact(xc > 0.5, xb > 0.5).pvalue if binary else stats.paired_permutation_test(xc - xb)
-        bv, cv = float(xb.mean()), float(xc.mean())
-    return {**out, "base_value": bv, "value": cv, "gain": iv.estimate, "ci_low": iv.low, "ci_high": iv.high,
-            "p_value": float(p)}
 
 
 def _units(store: Store, digest: str, plan: str, task: str, slices: list[list[str]], dtype: str) -> list[dict] | None:
@@ -144,17 +92,17 @@ def rank_search(store: Store, digest: str, dtype: str, items, seen: dict[str, in
     return [p for _, p in sorted(scored)]
 
 
-def _signal_check(signals: dict, task_rows: list[dict], depth: int) -> dict:
+def _signal_check(signals: dict, task_rows: list[ResultRow], depth: int) -> dict:
     """How well each per-layer signal ranks the measured gains of single-layer repeats (Spearman)."""
     from frankenlm.model.plan import repeat_layer_plan
     from frankenlm.study.signals import rank_correlation
 
-    by_plan = {r["config"]: r for r in task_rows}
+    by_plan = {r.config: r for r in task_rows}
     gains = {}
     for layer in range(depth):
         r = by_plan.get(str(repeat_layer_plan(layer, depth)))
         if r is not None:
-            gains[layer] = float(r["gain"])
+            gains[layer] = float(r.gain)
     out = {"layers_measured": sorted(gains), "per_layer": {k: v for k, v in signals.items() if k != "tokens"}}
     for name in ("block_influence", "angular_distance"):
         if name in signals:
@@ -166,18 +114,36 @@ def _export_command(model: str, plan: str) -> str:
     return f"frankenlm export --model {model} --plan '{plan}' --format hf --out exports/{model}-frankenmodel"
 
 
-def study_rows(run_dir: Path, store: Store) -> tuple[list[dict], dict]:
+def adjust_pvalues(rows: list[ResultRow]) -> list[ResultRow]:
+    """Multiple-comparison control over one model's configurations on one task (the base row excluded, and
+    returned unchanged): Holm- and BH-adjusted p-values, and `significant` = Holm-adjusted p < ALPHA."""
+    cfg = [k for k, r in enumerate(rows) if not r.is_base]
+    if not cfg:
+        return list(rows)
+    pv = np.array([rows[k].p_value for k in cfg], float)
+    holm, bh = stats.holm(pv), stats.benjamini_hochberg(pv)
+    out = list(rows)
+    for k, ph, pb in zip(cfg, holm, bh):
+        out[k] = replace(rows[k], p_holm=float(ph), p_bh=float(pb), significant=bool(ph < ALPHA and not math.isnan(ph)))
+    return out
+
+
+def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
     """The results table (one row per model × config × task) and the study summary for the report."""
     run_dir = Path(run_dir)
     spec = StudySpec.from_json((run_dir / "spec.json").read_text())
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    rows: list[dict] = []
+    rows: list[ResultRow] = []
     tasks_summary = {}
     signals_summary: dict = {}
+    design_params: dict = {}
     for name, info in manifest["models"].items():
         digest, depth = info["digest"], info["depth"]
         base_text = f"0..{depth - 1}"
         costs = info["costs"]
+        configs = [{"plan": base_text, "design": "base"}, *info["configs"]]
+        params = {c["plan"]: {k: v for k, v in c.items() if k not in ("plan", "design")} for c in configs}
+        design_params[name] = params
         for task, t in info.get("tasks", {}).items():
             slices, heldout = t["slices"], t["heldout"]
             metric, hib = t["primary"], t["higher_is_better"]
@@ -186,30 +152,50 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[dict], dict]:
                 continue
             base_held = _units(store, digest, base_text, task, [heldout], spec.dtype)
             base32 = _units(store, digest, base_text, task, slices, "float32")
-            tasks_summary.setdefault(task, {"name": task, "primary_metric": metric, "higher_is_better": hib,
-                                            "search_items": sum(map(len, slices)), "heldout_items": len(heldout),
-                                            "search_tokens": t["search_tokens"]})
+            tasks_summary.setdefault(
+                task,
+                {
+                    "name": task,
+                    "primary_metric": metric,
+                    "higher_is_better": hib,
+                    "search_items": sum(map(len, slices)),
+                    "heldout_items": len(heldout),
+                    "search_tokens": t["search_tokens"],
+                },
+            )
             task_rows = []
-            for c in [{"plan": base_text, "design": "base"}, *info["configs"]]:
+            for c in configs:
                 plan = c["plan"]
                 k = _slices_seen(store, digest, plan, task, slices, spec.dtype)
                 if k == 0:
                     continue
                 cfg = _units(store, digest, plan, task, slices[:k], spec.dtype)
-                cmp = compare(task, metric, hib, base, cfg)
                 row = {
-                    "model": name, "depth": depth, "config": plan, "design": c["design"],
-                    "i": c.get("i", ""), "j": c.get("j", ""), "layer": c.get("layer", ""),
-                    "repeats": c.get("repeats", ""), "sublayer": c.get("sublayer", "block"),
-                    "task": task, "metric": metric, "higher_is_better": int(hib), **cmp,
-                    "stopped_early": int(k < len(slices)),
-                }  # fmt: skip
+                    "model": name,
+                    "depth": depth,
+                    "config": plan,
+                    "design": c["design"],
+                    "i": c.get("i"),
+                    "j": c.get("j"),
+                    "layer": c.get("layer"),
+                    "repeats": c.get("repeats"),
+                    "sublayer": c.get("sublayer", "block"),
+                    "task": task,
+                    "metric": metric,
+                    "higher_is_better": hib,
+                    **compare(task, metric, hib, base, cfg),
+                    "stopped_early": k < len(slices),
+                }
                 if plan != base_text and base_held is not None:
                     held = _units(store, digest, plan, task, [heldout], spec.dtype)
                     if held is not None:
                         h = compare(task, metric, hib, base_held, held)
-                        row.update(heldout_gain=h["gain"], heldout_ci_low=h["ci_low"], heldout_ci_high=h["ci_high"],
-                                   heldout_p=h["p_value"])
+                        row.update(
+                            heldout_gain=h["gain"],
+                            heldout_ci_low=h["ci_low"],
+                            heldout_ci_high=h["ci_high"],
+                            heldout_p=h["p_value"],
+                        )
                 if plan != base_text and base32 is not None:
                     c32 = _units(store, digest, plan, task, slices, "float32")
                     if c32 is not None:
@@ -218,18 +204,12 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[dict], dict]:
                 row.update(
                     extra_flops_per_token=cc["flops_per_token"] - bc["flops_per_token"],
                     flops_ratio=cc["flops_per_token"] / bc["flops_per_token"],
-                    effective_params=cc["effective_params"], kv_bytes_per_token=cc["kv_bytes_per_token"],
+                    effective_params=cc["effective_params"],
+                    kv_bytes_per_token=cc["kv_bytes_per_token"],
                     export_command=_export_command(name, plan) if plan != base_text else "",
                 )
-                task_rows.append(row)
-            # multiple-comparison control across this model's configs on this task (base excluded)
-            cfg_rows = [r for r in task_rows if r["design"] != "base"]
-            pv = np.array([r["p_value"] for r in cfg_rows], float)
-            if len(pv):
-                holm, bh = stats.holm(pv), stats.benjamini_hochberg(pv)
-                for r, ph, pb in zip(cfg_rows, holm, bh):
-                    r["p_holm"], r["p_bh"] = float(ph), float(pb)
-                    r["significant"] = int(ph < 0.05 and not math.isnan(ph))
+                task_rows.append(ResultRow.from_record(row, params[plan]))
+            task_rows = adjust_pvalues(task_rows)
             rows.extend(task_rows)
             if t.get("signals"):
                 signals_summary.setdefault(name, {})[task] = _signal_check(t["signals"], task_rows, depth)
@@ -245,18 +225,15 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[dict], dict]:
         "command": manifest.get("command", ""),
         "early_stopping": None if spec.early_stopping is None else vars(spec.early_stopping),
         "signals": signals_summary,
+        "design_params": design_params,  # {model: {plan: the design's parameters}} for the typed rows
     }
     return rows, summary
 
 
 def write_results(run_dir: Path, store: Store) -> tuple[Path, Path]:
+    """Write RUN_DIR/results.csv (RESULT_COLUMNS) and RUN_DIR/study.json from the typed rows."""
     rows, summary = study_rows(run_dir, store)
-    csv_path = Path(run_dir) / "results.csv"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
+    csv_path = write_csv(rows, Path(run_dir) / "results.csv")
     json_path = Path(run_dir) / "study.json"
     json_path.write_text(json.dumps(summary, indent=2))
     return csv_path, json_path

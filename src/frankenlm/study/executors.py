@@ -4,60 +4,58 @@ Both executors compute the same units into the same store. In process, units are
 several processes can share a store); with Ray, the driver claims a slice's units, actors compute them, and
 only the driver writes the store — an actor that dies is replaced and its chunk re-sent. Ray is an optional
 dependency (`pip install frankenlm[ray]`).
+
+An executor has `run_slice(task, docs, plans, reuse=True)` (plans are `LayerPlan`s; the base is always added),
+`set_progress(callback)`, `close()` and `restarts` (actors replaced so far).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Sequence
 
 from frankenlm.errors import FrankenError
+from frankenlm.eval.tasks.base import Doc
 from frankenlm.model.loading import LoadedModel, load_model
+from frankenlm.model.plan import LayerPlan, identity_plan
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import Store, Unit, item_set_digest
-from frankenlm.eval.tasks.base import Doc
-
-Progress = Callable[[str, int], None]
+from frankenlm.study.units import Progress, SliceScorer, UnitRunner, no_progress, plan_order
 
 
 class LocalExecutor:
     """Runs units in this process with an already loaded model."""
 
     name = "local"
+    restarts = 0
 
     def __init__(self, spec: StudySpec, lm: LoadedModel, store: Store, dtype: str, progress: Progress | None = None):
-        from frankenlm.study.runner import Sweep
+        self.runner = UnitRunner(spec, lm, store, dtype, progress)
 
-        self.sweep = Sweep(spec, lm, store, dtype, progress)
-
-    def run_slice(self, task: str, docs: list[Doc], plans: list[str], reuse: bool = True) -> None:
-        self.sweep.run_slice(task, docs, plans, reuse=reuse)
+    def run_slice(self, task: str, docs: list[Doc], plans: Sequence[LayerPlan], reuse: bool = True) -> None:
+        self.runner.run_slice(task, docs, plans, reuse=reuse)
 
     def set_progress(self, progress: Progress | None) -> None:
-        self.sweep.progress = progress or (lambda desc, n: None)
+        self.runner.progress = progress or no_progress
 
     def close(self) -> None:
         pass
 
 
-class _Worker:
+class Worker:
     """A Ray actor: loads the base model once, then scores the plans it is sent (no store access: results go
     back to the driver, which alone writes the store — so workers need no shared filesystem)."""
 
-    def __init__(self, spec_json: str, model: str, dtype: str, device: str, threads: int,
-                 fail_after: int | None = None):
+    def __init__(self, spec_json: str, model: str, dtype: str, device: str, threads: int):
         import torch
-
-        from frankenlm.study.runner import SliceScorer
 
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         self.spec = StudySpec.from_json(spec_json)
         self.lm = load_model(model, dtype=dtype, device=device)
         self.scorers: dict[bool, SliceScorer] = {}
-        self.fail_after = fail_after  # fault injection for tests: die hard after this many plans
-        self.done = 0
+        self.done = 0  # plans scored by this actor
 
     def digest(self) -> str:
         return self.lm.digest
@@ -65,19 +63,23 @@ class _Worker:
     def depth(self) -> int:
         return self.lm.depth
 
-    def score(self, docs: list[Doc], plans: list[str], slice_plans: list[str], reuse: bool = True) -> list[tuple]:
-        from frankenlm.study.runner import SliceScorer
-
+    def score(
+        self, docs: list[Doc], plans: list[LayerPlan], slice_plans: list[LayerPlan], reuse: bool = True
+    ) -> list[tuple]:
+        """[(plan, per-item results, meta)] for `plans` on `docs` (`slice_plans`: every plan of the slice, for
+        the prefix states to keep)."""
         scorer = self.scorers.setdefault(reuse, SliceScorer(self.spec, self.lm, reuse))
         scorer.prepare(docs, slice_plans)
         out = []
         for p in plans:
-            if self.fail_after is not None and self.done >= self.fail_after:
-                os._exit(1)
-            items, meta = scorer.score(p)
+            items, meta = self.score_plan(scorer, p)
             out.append((p, items, meta))
             self.done += 1
         return out
+
+    def score_plan(self, scorer: SliceScorer, plan: LayerPlan) -> tuple[list[dict], dict]:
+        """One plan on the prepared slice (tests override this to make an actor die mid-chunk)."""
+        return scorer.score(plan)
 
 
 class RayExecutor:
@@ -86,9 +88,11 @@ class RayExecutor:
     The driver claims units in the store, sends chunks of plans to idle actors (plans sharing long base
     prefixes first), and writes results as they come back. An actor that dies has its chunk re-sent to a
     fresh actor; its claims stay with the driver, so nothing is lost or computed twice in the store.
+    `worker_class` is the actor's class (tests substitute one that dies).
     """
 
     name = "ray"
+    worker_class = Worker
 
     def __init__(
         self,
@@ -103,7 +107,6 @@ class RayExecutor:
         device: str = "cpu",
         gpus: int = 1,
         progress: Progress | None = None,
-        fail_after: dict[int, int] | None = None,
         chunk: int = 4,
     ):
         try:
@@ -126,29 +129,25 @@ class RayExecutor:
         if on_gpu and device != "auto" and gpus != 1:
             raise FrankenError(f"--device {device} runs one GPU per worker: use --device auto to split over {gpus}")
         self.args = (spec.to_json(), model, dtype, "cuda" if device.startswith("cuda") else device, threads)
-        self.actor_cls = ray.remote(num_cpus=threads, num_gpus=gpus if on_gpu else 0, max_restarts=0)(_Worker)
-        self.actors = [self.actor_cls.remote(*self.args, fail_after=(fail_after or {}).get(i)) for i in range(workers)]
+        self.actor_cls = ray.remote(num_cpus=threads, num_gpus=gpus if on_gpu else 0, max_restarts=0)(self.worker_class)
+        self.actors = [self.actor_cls.remote(*self.args) for _ in range(workers)]
         digests = set(ray.get([a.digest.remote() for a in self.actors]))
         if len(digests) != 1:
             raise FrankenError(f"Ray workers loaded different weights for {model!r} (digests {sorted(digests)})")
         self.digest = digests.pop()
+        self.base = identity_plan(ray.get(self.actors[0].depth.remote()))
         self.restarts = 0  # actors that died and were replaced
 
     def set_progress(self, progress: Progress | None) -> None:
         self.progress = progress
 
-    def run_slice(self, task: str, docs: list[Doc], plans: list[str], reuse: bool = True) -> None:
-        from frankenlm.study.designs import base_config
-        from frankenlm.study.runner import SliceScorer
-
+    def run_slice(self, task: str, docs: list[Doc], plans: Sequence[LayerPlan], reuse: bool = True) -> None:
         ray = self.ray
         key = item_set_digest(task, [d.item_id for d in docs])
-        depth_plan = base_config(self._depth()).plan
-        base_text = str(depth_plan)
-        unit = lambda p: Unit(self.digest, p, task, key, self.dtype)  # noqa: E731
-        ordered = sorted(dict.fromkeys([base_text, *plans]),
-                         key=lambda p: (p != base_text, -SliceScorer.prefix_of(p, base_text)))
-        mine = [p for p in ordered if self.store.claim(unit(p))]  # others' claims: another driver is on them
+        unit = lambda p: Unit(self.digest, str(p), task, key, self.dtype)  # noqa: E731
+        mine = [
+            p for p in plan_order(plans, self.base) if self.store.claim(unit(p))
+        ]  # others' claims: another driver is on them
         if not mine:
             return
         queue = [mine[i : i + self.chunk] for i in range(0, len(mine), self.chunk)]
@@ -182,17 +181,12 @@ class RayExecutor:
                     for p, items, meta in results:
                         self.store.put(unit(p), items, meta)
                         if self.progress is not None:
-                            self.progress(p, 1)
+                            self.progress(f"{task} {p}", 1)
                     idle.append(actor)
         except BaseException:
             for p in mine:
                 self.store.release(unit(p))
             raise
-
-    def _depth(self) -> int:
-        if not hasattr(self, "_depth_cache"):
-            self._depth_cache = self.ray.get(self.actors[0].depth.remote())
-        return self._depth_cache
 
     def close(self) -> None:
         for a in self.actors:

@@ -10,11 +10,12 @@ attention types) is the same, so the logits are identical to a full forward pass
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from frankenlm.eval.packing import HiddenFn, PackedBatch, decoder_hidden, model_inputs, output_head
 from frankenlm.model.frankenmodel import build_frankenmodel, decoder_layers
 from frankenlm.model.plan import LayerPlan, LayerRef
 
@@ -31,33 +32,40 @@ def base_prefix_length(plan: LayerPlan) -> int:
     return min(k, len(plan) - 1)  # keep at least one position to run
 
 
-def batch_key(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> str:
-    h = hashlib.sha1(input_ids.detach().cpu().numpy().tobytes())
-    h.update(str(tuple(input_ids.shape)).encode())
-    if attention_mask is not None:
-        h.update(attention_mask.detach().cpu().numpy().tobytes())
+def _key(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.detach().cpu().numpy().tobytes())
+        h.update(str(tuple(t.shape)).encode())
     return h.hexdigest()
 
 
-def hooked_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, layers=None,
-                   pre=None, post=None) -> torch.Tensor:
-    """Logits of one plain forward pass with temporary hooks on decoder layers (all, or the indices in
-    `layers`): `pre(k, hidden_in)` before layer k runs, `post(k, hidden_in, hidden_out)` after it."""
+def hooked_hidden(model: nn.Module, inputs: dict, *, layers=None, pre=None, post=None) -> torch.Tensor:
+    """Final hidden states (after the final norm) of one plain pass of `model`'s decoder on `inputs` (its keyword
+    arguments), with temporary hooks on decoder layers (all, or the indices in `layers`): `pre(k, hidden_in)`
+    before layer k runs, `post(k, hidden_in, hidden_out)` after it."""
     handles = []
     for k, layer in enumerate(decoder_layers(model)):
         if layers is not None and k not in layers:
             continue
         if pre is not None:
-            handles.append(layer.register_forward_pre_hook(
-                lambda mod, args, kwargs, k=k: pre(k, args[0] if args else kwargs["hidden_states"]),
-                with_kwargs=True))
+            handles.append(
+                layer.register_forward_pre_hook(
+                    lambda mod, args, kwargs, k=k: pre(k, args[0] if args else kwargs["hidden_states"]),
+                    with_kwargs=True,
+                )
+            )
         if post is not None:
-            handles.append(layer.register_forward_hook(
-                lambda mod, args, kwargs, out, k=k: post(k, args[0] if args else kwargs["hidden_states"],
-                                                          out[0] if isinstance(out, tuple) else out),
-                with_kwargs=True))
+            handles.append(
+                layer.register_forward_hook(
+                    lambda mod, args, kwargs, out, k=k: post(
+                        k, args[0] if args else kwargs["hidden_states"], out[0] if isinstance(out, tuple) else out
+                    ),
+                    with_kwargs=True,
+                )
+            )
     try:
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return model.get_decoder()(**inputs, use_cache=False).last_hidden_state
     finally:
         for h in handles:
             h.remove()
@@ -70,13 +78,23 @@ def plain_forward(model: nn.Module) -> Forward:
     return fwd
 
 
+def _device(model: nn.Module) -> torch.device:
+    return model.get_input_embeddings().weight.device
+
+
 class PrefixCache:
-    """Hidden states of the base model entering the layers in `boundaries`, per input batch."""
+    """Hidden states of the base model entering the layers in `boundaries`, per input batch.
+
+    Two waists over the same states: `base_hidden` / `hidden_for(plan)` take a `PackedBatch` and return final
+    hidden states (fast scoring: the caller runs the head where it scores), `base_forward` / `forward_for(plan)`
+    take (input_ids, attention_mask) and return logits (lm-eval's layout).
+    """
 
     def __init__(self, base: nn.Module, boundaries: set[int] | None = None):
         self.base = base
         depth = int(base.config.num_hidden_layers)
         self.depth = depth
+        self.head = output_head(base)
         # states are recorded entering layers 0..depth-1; a longer shared prefix reuses the last of them
         self.boundaries = set(range(depth)) if boundaries is None else {min(b, depth - 1) for b in boundaries}
         self.states: dict[str, dict[int, torch.Tensor]] = {}
@@ -85,14 +103,24 @@ class PrefixCache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for d in self.states.values() for t in d.values())
 
+    def _record(self, key: str, inputs: dict) -> torch.Tensor:
+        captured: dict[int, torch.Tensor] = {}
+        hidden = hooked_hidden(
+            self.base, inputs, layers=self.boundaries, pre=lambda k, h: captured.__setitem__(k, h.detach().clone())
+        )
+        self.states[key] = captured
+        return hidden
+
+    @torch.inference_mode()
+    def base_hidden(self, batch: PackedBatch) -> torch.Tensor:
+        """The base model's final hidden states on `batch`; records the state entering each boundary layer."""
+        return self._record(batch.key_digest(), model_inputs(self.base.config, batch, _device(self.base)))
+
     @torch.inference_mode()
     def base_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The base model's logits; records the hidden state entering each boundary layer."""
-        captured: dict[int, torch.Tensor] = {}
-        logits = hooked_forward(self.base, input_ids, attention_mask, layers=self.boundaries,
-                                pre=lambda k, h: captured.__setitem__(k, h.detach().clone()))
-        self.states[batch_key(input_ids, attention_mask)] = captured
-        return logits
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return self.head(self._record(_key(input_ids, attention_mask), inputs))
 
     def suffix_model(self, plan: LayerPlan, k: int) -> nn.Module:
         key = f"{plan}@{k}"
@@ -101,19 +129,39 @@ class PrefixCache:
             self._suffix_models[key] = build_frankenmodel(self.base, LayerPlan(plan.refs[k:]))
         return self._suffix_models[key]
 
-    def forward_for(self, plan: LayerPlan) -> tuple[Forward, int]:
-        """A forward function for `plan` that reuses cached base states; also returns the prefix length used."""
+    def _prefix(self, plan: LayerPlan) -> int:
         k = min(base_prefix_length(plan), self.depth - 1)
         usable = [b for b in self.boundaries if b <= k]
-        k = max(usable) if usable else 0
+        return max(usable) if usable else 0
+
+    def hidden_for(self, plan: LayerPlan) -> tuple[HiddenFn, int]:
+        """A hidden-state function for `plan` reusing cached base states; also the prefix length used."""
+        k = self._prefix(plan)
         if k == 0:
-            fm = build_frankenmodel(self.base, plan)
-            return plain_forward(fm), 0
+            return decoder_hidden(build_frankenmodel(self.base, plan)), 0
+        suffix = self.suffix_model(plan, k)
+
+        @torch.inference_mode()
+        def hidden(batch: PackedBatch) -> torch.Tensor:
+            key = batch.key_digest()
+            if key not in self.states:
+                self.base_hidden(batch)
+            inputs = model_inputs(suffix.config, batch, _device(self.base))
+            del inputs["input_ids"]
+            return suffix.get_decoder()(inputs_embeds=self.states[key][k], **inputs, use_cache=False).last_hidden_state
+
+        return hidden, k
+
+    def forward_for(self, plan: LayerPlan) -> tuple[Forward, int]:
+        """A logits forward function for `plan` that reuses cached base states; also the prefix length used."""
+        k = self._prefix(plan)
+        if k == 0:
+            return plain_forward(build_frankenmodel(self.base, plan)), 0
         suffix = self.suffix_model(plan, k)
 
         @torch.inference_mode()
         def fwd(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            key = batch_key(input_ids, attention_mask)
+            key = _key(input_ids, attention_mask)
             if key not in self.states:
                 self.base_forward(input_ids, attention_mask)
             h = self.states[key][k]

@@ -1,387 +1,405 @@
-"""The study engine: sweeps over layer plans with prefix reuse, early stopping, a resumable store and held-out
+"""The study engine: sweeps over layer plans with prefix reuse, racing, a resumable store and held-out
 confirmation.
 
 Work is cut into units — one plan scored on one slice of one task's items — each written to the store in one
-transaction. Per slice, the base model runs once (recording the hidden states each plan needs), then every live
-plan runs only the layers after its first change. After each slice but the last, plans whose paired intervals
-show them clearly worse than the base and than the k-th best plan so far stop (racing), so racing cannot change
-the top k; stopped plans keep the estimate from the slices they saw. Plans
-are ranked on the search items only; the top ones are re-measured on held-out items and re-checked in fp32.
+transaction (study/units.py). Per model: load it; for each task, race the static designs' candidates over the
+search slices (study/sweep.py), record per-layer signals, run the adaptive designs (the greedy search, derived
+designs), rank on the search items only and re-measure the top on held-out items; then re-check the top in
+fp32; finally write the results table. Everything the spec or the run directory gets wrong is refused before
+anything is written. Progress goes to a `progress` factory and messages to `notify` and `logging` (the CLI
+draws); the HTML report is written by frankenlm.report from the results.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Iterable
 
-import numpy as np
-
-from frankenlm.study import analysis
-from frankenlm.study import designs
+from frankenlm.errors import FrankenError
 from frankenlm.eval.batching import AUTO, parse_batch_size, resolve_batch_size
 from frankenlm.model.costs import plan_costs
-from frankenlm.study.designs import Config
-from frankenlm.errors import FrankenError
-from frankenlm.model.loading import LoadedModel, load_model, parse_device
-from frankenlm.study.spec import DesignSpec, StudySpec, TaskBudget
-from frankenlm.study.prefix_cache import PrefixCache, base_prefix_length, plain_forward
-from frankenlm.study.store import Store, Unit, item_set_digest
-from frankenlm.eval.tasks import get_task
-from frankenlm.eval.tasks.base import Doc
+from frankenlm.model.loading import LoadedModel, load_model, parse_device, resolve
+from frankenlm.model.plan import LayerPlan, identity_plan, repeat_layer_plan
+from frankenlm.study import analysis, designs
+from frankenlm.study.archive import import_store, read_archive
+from frankenlm.study.designs import Candidate
+from frankenlm.study.items import TaskItems, select_items
+from frankenlm.study.signals import SignalRecorder
+from frankenlm.study.spec import StudySpec
+from frankenlm.study.store import Store
+from frankenlm.study.sweep import best_of, derived_design, greedy_search, race
+from frankenlm.study.units import Progress, score_docs
 
-Progress = Callable[[str, int], None]  # (description, units done) callback
+logger = logging.getLogger("frankenlm.study")
 
-
-# ------------------------------------------------------------------------------------------- item selection
-
-
-@dataclass
-class TaskItems:
-    task: str
-    primary: str
-    higher_is_better: bool
-    search_slices: list[list[Doc]]
-    heldout: list[Doc]
-    search_tokens: int
-
-    @property
-    def search(self) -> list[Doc]:
-        return [d for s in self.search_slices for d in s]
+# (description, total units) -> advance(description, n); advance(None, -1) closes the bar
+ProgressFactory = Callable[[str, int], Progress]
+Notify = Callable[[str], None]
+EXECUTORS = ("local", "ray")
 
 
-def _doc_tokens(doc: Doc, tokenizer) -> int:
-    text = getattr(doc.requests[0], "text", None)
-    if text is None:
-        r = doc.requests[0]
-        text = getattr(r, "context", "") + getattr(r, "continuation", "")
-    return len(tokenizer(text, add_special_tokens=False).input_ids)
+def study_candidates(spec: StudySpec, depth: int) -> list[Candidate]:
+    """The candidates of the static designs, without the base and duplicates (adaptive designs run later)."""
+    out = [c for group in static_groups(spec, depth).values() for c in group]
+    return designs.dedupe([c for c in out if c.plan != identity_plan(depth)])
 
 
-def _take(docs: list[Doc], tokenizer, tokens: int | None, items: int | None) -> tuple[list[Doc], int]:
-    if items is not None:
-        chosen = docs[:items]
-        return chosen, sum(_doc_tokens(d, tokenizer) for d in chosen)
-    out, total = [], 0
-    for d in docs:
-        if tokens is not None and total >= tokens:
-            break
-        out.append(d)
-        total += _doc_tokens(d, tokenizer)
-    return out, total
-
-
-def _shuffled(docs: list[Doc], seed: int) -> list[Doc]:
-    order = np.random.default_rng(seed).permutation(len(docs))
-    return [docs[i] for i in order]
-
-
-def select_items(budget: TaskBudget, tokenizer, slices: int, seed: int) -> TaskItems:
-    task = get_task(budget.name)
-    primary, hib = analysis.primary_metric(task)
-    search = _shuffled(task.load_docs(split="search"), seed)
-    heldout = _shuffled(task.load_docs(split="heldout"), seed)
-    search, ntok = _take(search, tokenizer, budget.search_tokens, budget.search_items)
-    heldout, _ = _take(heldout, tokenizer, budget.heldout_tokens, budget.heldout_items)
-    if len(search) < slices:
-        raise FrankenError(f"task {budget.name}: {len(search)} search items cannot fill {slices} slices")
-    parts = [list(p) for p in np.array_split(np.arange(len(search)), slices)]
-    return TaskItems(budget.name, primary, hib, [[search[i] for i in p] for p in parts], heldout, ntok)
-
-
-# ------------------------------------------------------------------------------------------- configs
-
-
-def _design_configs(d: DesignSpec, depth: int, custom_path: str | None = None) -> list[Config]:
-    a = dict(d.args)
-    if "fraction_every" in a:  # sizes preset: the same normalised positions at every depth
-        a["every"] = max(1, round(depth * a.pop("fraction_every")))
-    if "fraction_stride" in a:
-        a["stride"] = max(1, round(depth * a.pop("fraction_stride")))
-    if d.name == "repeat-layer":
-        return designs.repeat_layer(depth, **a)
-    if d.name == "repeat-block":
-        return designs.repeat_block(depth, **a)
-    if d.name == "sublayer":
-        return designs.sublayer(depth, **a)
-    if d.name == "custom":
-        return designs.custom(a["path"], depth)
-    raise FrankenError(f"unknown design {d.name!r}: use repeat-layer, repeat-block, sublayer, search or custom")
-
-
-def study_configs(spec: StudySpec, depth: int) -> list[Config]:
-    """The configurations of the static designs (the adaptive `search` design runs after them)."""
-    out: list[Config] = []
-    for d in spec.designs:
-        if d.name != "search":
-            out.extend(_design_configs(d, depth))
-    return designs.dedupe([c for c in out if c.text != str(designs.base_config(depth).plan)])
-
-
-# ------------------------------------------------------------------------------------------- scoring
-
-
-def score_docs(lm: LoadedModel, docs: list[Doc], forward, spec: StudySpec) -> list[dict]:
-    """Per-item results of `docs` (all of one task) with model calls going through `forward`."""
-    from frankenlm.eval.evaluator import Scorer, run_task
-
-    scorer = Scorer(lm.model, lm.tokenizer, batch_size=spec.batch_size, max_length=spec.context_length,
-                    forward=forward)
-    _, items = run_task(scorer, get_task(docs[0].task), docs)
-    return [{"item_id": r.item_id, "metrics": r.metrics, "extras": r.extras} for r in items]
-
-
-class SliceScorer:
-    """Scores plans on one slice of items with prefix reuse. Model-resident; knows nothing of the store.
-
-    `prepare(docs, plans)` runs the base model once over the slice (keeping the hidden states the plans will
-    reuse) and returns the base's per-item results; `score(plan)` then runs only the plan's changed suffix.
-    """
-
-    def __init__(self, spec: StudySpec, lm: LoadedModel, reuse: bool = True):
-        self.spec, self.lm, self.reuse = spec, lm, reuse
-        self.base_text = str(designs.base_config(lm.depth).plan)
-        self.key: str | None = None
-        self.docs: list[Doc] = []
-        self.cache: PrefixCache | None = None
-        self.base_items: list[dict] = []
-        self.base_seconds = 0.0
-
-    @staticmethod
-    def slice_key(docs: list[Doc]) -> str:
-        return item_set_digest(docs[0].task, [d.item_id for d in docs]) if docs else ""
-
-    @staticmethod
-    def prefix_of(plan: str, base_text: str) -> int:
-        from frankenlm.model.plan import parse_plan
-
-        return 0 if plan == base_text else base_prefix_length(parse_plan(plan))
-
-    def prefix(self, plan: str) -> int:
-        return self.prefix_of(plan, self.base_text)
-
-    def prepare(self, docs: list[Doc], plans: list[str]) -> list[dict]:
-        """Base pass over `docs`, keeping the states `plans` need; a no-op when this slice is already prepared."""
-        key = self.slice_key(docs)
-        if key == self.key:
-            return self.base_items
-        need = {self.prefix(p) for p in plans if p != self.base_text}
-        self.cache = PrefixCache(self.lm.model, need) if self.reuse else None
-        fwd = self.cache.base_forward if self.cache is not None else plain_forward(self.lm.model)
-        t0 = time.perf_counter()
-        self.base_items = score_docs(self.lm, docs, fwd, self.spec)
-        self.base_seconds = time.perf_counter() - t0
-        self.key, self.docs = key, docs
-        return self.base_items
-
-    def score(self, plan: str, remaining: list[str] | None = None) -> tuple[list[dict], dict]:
-        """Per-item results of `plan` on the prepared slice, and timing metadata. `remaining` (plans still to
-        score on this slice) lets the cache free hidden states no one needs any more."""
-        from frankenlm.model.frankenmodel import build_frankenmodel
-        from frankenlm.model.plan import parse_plan
-
-        if plan == self.base_text:
-            return self.base_items, {"seconds": self.base_seconds, "prefix_reused": 0}
-        t0 = time.perf_counter()
-        if self.cache is not None:
-            fwd, k = self.cache.forward_for(parse_plan(plan))
-        else:
-            fwd, k = plain_forward(build_frankenmodel(self.lm.model, parse_plan(plan))), 0
-        items = score_docs(self.lm, self.docs, fwd, self.spec)
-        if self.cache is not None and remaining is not None:
-            self.cache.drop_boundaries({self.prefix(q) for q in remaining if q != self.base_text})
-        return items, {"seconds": time.perf_counter() - t0, "prefix_reused": k}
-
-    def order(self, plans: list[str]) -> list[str]:
-        """Base first, then plans sharing the longest base prefix (their states are freed as the sweep goes)."""
-        return sorted(dict.fromkeys(plans), key=lambda p: (p != self.base_text, -self.prefix(p)))
-
-
-class Sweep:
-    """Runs the units of one model, in-process, against a store (claims keep concurrent processes apart)."""
-
-    def __init__(self, spec: StudySpec, lm: LoadedModel, store: Store, dtype: str, progress: Progress | None = None):
-        self.spec, self.lm, self.store, self.dtype = spec, lm, store, dtype
-        self.progress = progress or (lambda desc, n: None)
-        self.computed = 0  # units this process computed
-        self.scorers: dict[bool, SliceScorer] = {}
-
-    def unit(self, plan: str, task: str, docs: list[Doc]) -> Unit:
-        return Unit(self.lm.digest, plan, task, item_set_digest(task, [d.item_id for d in docs]), self.dtype)
-
-    def run_slice(self, task: str, docs: list[Doc], plans: list[str], *, reuse: bool = True) -> None:
-        """Score `plans` (and the base) on `docs`, skipping stored units; base first, then by shared prefix."""
-        scorer = self.scorers.setdefault(reuse, SliceScorer(self.spec, self.lm, reuse))
-        todo = [p for p in scorer.order([scorer.base_text, *plans]) if not self.store.has(self.unit(p, task, docs))]
-        if not todo:
-            return
-        scorer.key = None  # a fresh base pass: the slice's hidden states are not kept between calls
-        scorer.prepare(docs, todo)
-        for n, p in enumerate(todo):
-            u = self.unit(p, task, docs)
-            if not self.store.claim(u):
-                continue
-            try:
-                items, meta = scorer.score(p, remaining=todo[n + 1 :])
-            except BaseException:
-                self.store.release(u)
-                raise
-            self._put(u, items, meta)
-        scorer.key, scorer.cache = None, None  # free the states
-
-    def _put(self, u: Unit, items: list[dict], meta: dict) -> None:
-        self.store.put(u, items, meta)
-        self.computed += 1
-        self.progress(f"{u.task} {u.plan}", 1)
-
-    def wait_for(self, units: Iterable[Unit], poll: float = 2.0) -> None:
-        """Block until other processes finish the given units (or their claims lapse: then compute them here)."""
-        units = list(units)
-        while True:
-            missing = [u for u in units if not self.store.has(u)]
-            if not missing:
-                return
-            if not any(self.store.claimed_by_others(u) for u in missing):
-                return  # nobody works on them: the caller computes what is missing
-            time.sleep(poll)
-
-
-# ------------------------------------------------------------------------------------------- the study
-
-
-def run_sweep(
-    spec: StudySpec,
-    lm: LoadedModel,
-    items: TaskItems,
-    configs: list[Config],
-    store: Store,
-    progress: Progress | None = None,
-    reuse: bool = True,
-    early_stopping: bool = True,
-    executor=None,
-) -> dict[str, int]:
-    """Search phase for one model and task. Returns {plan: slices seen} (fewer than all = stopped early).
-
-    Units run on `executor` (default: this process); decisions (racing) are taken here from the store.
-    """
-    sweep = Sweep(spec, lm, store, spec.dtype, progress)
-    run = executor.run_slice if executor is not None else sweep.run_slice
-    base_text = str(designs.base_config(lm.depth).plan)
-    alive = [c.text for c in configs]
-    seen: dict[str, int] = {p: 0 for p in alive}
-    es = spec.early_stopping if early_stopping else None
-    n = len(items.search_slices)
-    for s, docs in enumerate(items.search_slices):
-        for _ in range(2):  # second round picks up units whose claims lapsed while we waited
-            run(items.task, docs, alive, reuse=reuse)
-            sweep.wait_for(sweep.unit(p, items.task, docs) for p in [base_text, *alive])
-        for p in alive:
-            seen[p] = s + 1
-        looked = sum(len(x) for x in items.search_slices[: s + 1])
-        if es is not None and alive and s + 1 < n and s + 1 >= es.min_slices and looked >= es.min_items:
-            base_items = _collect(sweep, base_text, items, s + 1)
-            seen_items = {p: _collect(sweep, p, items, s + 1) for p in alive}
-            cmps = {p: analysis.compare(items.task, items.primary, items.higher_is_better, base_items,
-                                        seen_items[p], level=es.level, n_resamples=1000) for p in alive}
-            # the current leaders always run the full budget: the report ranks and re-measures them
-            ranked = sorted(alive, key=lambda p: (-cmps[p]["gain"], p))
-            leaders = set(ranked[: spec.heldout_top_k])
-            kth = ranked[min(spec.heldout_top_k, len(ranked)) - 1]
-            keep = []
-            for p in alive:
-                if p in leaders or not cmps[p]["ci_high"] < 0:
-                    keep.append(p)
-                    continue
-                # clearly worse than the base; drop it only if it is also clearly worse than the k-th leader,
-                # so that racing cannot change which configurations make the top k
-                vs_kth = analysis.compare(items.task, items.primary, items.higher_is_better, seen_items[kth],
-                                          seen_items[p], level=es.level, n_resamples=1000)
-                if not vs_kth["ci_high"] < 0:
-                    keep.append(p)
-            alive = keep
-    return seen
+def static_groups(spec: StudySpec, depth: int) -> dict[int, list[Candidate]]:
+    """{index in spec.designs: its candidates} for the static designs (checks their arguments against depth)."""
+    return {
+        n: designs.build(d.name, d.args, depth)
+        for n, d in enumerate(spec.designs)
+        if designs.get_design(d.name).is_static(d.args)
+    }
 
 
 def layer_signals(spec: StudySpec, lm: LoadedModel, items: TaskItems) -> dict:
     """Per-layer block influence and angular distance of the base model on the first search slice."""
-    from frankenlm.study.signals import SignalRecorder
-
     rec = SignalRecorder(lm.model)
-    score_docs(lm, items.search_slices[0], rec, spec)
+    score_docs(lm, items.search_slices[0], spec, hidden=rec, scoring="fast")
     return rec.result()
 
 
-def run_search(
-    spec: StudySpec,
-    lm: LoadedModel,
-    items: TaskItems,
-    store: Store,
-    executor,
-    args: dict,
-    signals: dict,
-) -> tuple[list[Config], dict[str, int]]:
-    """Greedy composition guided by a per-layer signal.
-
-    Candidates are the `candidates` layers with the lowest signal (default: block influence — the layers that
-    change the residual stream least). Step 1 measures one extra copy of each; every later step adds one more
-    candidate's copy to the best plan so far, and the search stops when no addition beats it on the search
-    items (or after `steps` steps). Selection uses the search items only; the held-out check comes after.
-    """
-    from frankenlm.model.plan import LayerPlan, LayerRef, parse_plan, repeat_layer_plan
-
-    signal = signals[args.get("signal", "block_influence")]
-    k = int(args.get("candidates", 6))
-    steps = int(args.get("steps", 3))
-    cands = sorted(range(lm.depth), key=lambda layer: (signal[layer], layer))[:k]
-    sweep = Sweep(spec, lm, store, spec.dtype)
-    base_text = str(designs.base_config(lm.depth).plan)
-    all_configs: list[Config] = []
-    seen_all: dict[str, int] = {}
-
-    def gain_of(plan: str) -> float:
-        base = _collect(sweep, base_text, items, len(items.search_slices))
-        cfg = _collect(sweep, plan, items, len(items.search_slices))
-        return analysis.point_gain(items.task, items.primary, items.higher_is_better, base, cfg)
-
-    def insert_after_last(plan: LayerPlan, layer: int) -> LayerPlan:
-        refs = list(plan.refs)
-        last = max(i for i, r in enumerate(refs) if r.layer == layer and r.source is None)
-        return LayerPlan(tuple(refs[: last + 1] + [LayerRef(layer)] + refs[last + 1 :]))
-
-    current, current_gain, used = None, 0.0, []
-    for step in range(1, steps + 1):
-        if current is None:
-            round_ = [Config(repeat_layer_plan(c, lm.depth), "search", {"step": 1, "layer": c, "repeats": 1,
-                                                                          "layers": [c]}) for c in cands]
-        else:
-            round_ = [Config(insert_after_last(parse_plan(current), c), "search",
-                             {"step": step, "layers": [*used, c]}) for c in cands if c not in used]
-        if not round_:
-            break
-        all_configs.extend(round_)
-        seen = run_sweep(spec, lm, items, round_, store, executor=executor)
-        seen_all.update(seen)
-        full = [c for c in round_ if seen[c.text] == len(items.search_slices)]
-        if not full:
-            break
-        best = max(full, key=lambda c: (gain_of(c.text), c.text))
-        g = gain_of(best.text)
-        if current is not None and g <= current_gain:
-            break
-        current, current_gain, used = best.text, g, list(best.params["layers"])
-    return all_configs, seen_all
+def _write_json(path: Path, obj) -> None:
+    """Write atomically: a run killed mid-write leaves the old file, never half of a new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    os.replace(tmp, path)
 
 
-def _collect(sweep: Sweep, plan: str, items: TaskItems, n_slices: int) -> list[dict]:
-    out: list[dict] = []
-    for docs in items.search_slices[:n_slices]:
-        got = sweep.store.get(sweep.unit(plan, items.task, docs))
-        if got is None:
-            raise RuntimeError(f"unit missing from store: {plan} on {items.task}")
-        out.extend(got)
-    return out
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise FrankenError(f"{path} cannot be read ({e}): use another --out") from None
+
+
+def _depth_of(source: str) -> int | None:
+    """A model's depth from its config, without loading weights (None when the config does not say)."""
+    _, path, _ = resolve(source)
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    n = cfg.get("num_hidden_layers") or (cfg.get("text_config") or {}).get("num_hidden_layers")
+    return int(n) if isinstance(n, int) else None
+
+
+class StudyRun:
+    """One run (or resumption) of a study into a run directory."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        run_dir: Path,
+        *,
+        device: str = "cpu",
+        store_path: Path | None = None,
+        executor: str = "local",
+        ray_options: dict | None = None,
+        progress: ProgressFactory | None = None,
+        notify: Notify | None = None,
+        command: str = "",
+        archives: list[Path] | None = None,
+    ):
+        self.spec, self.run_dir, self.device = spec, Path(run_dir), device
+        self.store_path = Path(store_path) if store_path is not None else self.run_dir / "results.sqlite"
+        self.executor, self.ray_options, self.command = executor, ray_options or {}, command
+        self.progress, self._notify = progress, notify
+        self.store: Store | None = None
+        self.manifest: dict = {}
+        self.archives = [Path(a) for a in archives or []]
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def notify(self, message: str) -> None:
+        logger.info(message)
+        if self._notify is not None:
+            self._notify(message)
+
+    def bar(self, description: str, total: int) -> Progress | None:
+        return self.progress(description, total) if self.progress is not None else None
+
+    def make_executor(self, lm: LoadedModel, model: str, dtype: str):
+        if self.executor == "local":
+            from frankenlm.study.executors import LocalExecutor
+
+            return LocalExecutor(self.spec, lm, self.store, dtype)
+        from frankenlm.study.executors import RayExecutor
+
+        return RayExecutor(self.spec, model, self.store, dtype, device=self.device, **self.ray_options)
+
+    # ---------------------------------------------------------------------------------------- checks
+    def check(self) -> None:
+        """Everything that can be refused without loading a model; writes nothing."""
+        if self.executor not in EXECUTORS:
+            raise FrankenError(f"unknown executor {self.executor!r}: use {' or '.join(EXECUTORS)}")
+        self.spec.validate()
+        # a study pairs every configuration with the base item by item, and bf16 numbers differ between a CPU
+        # and a GPU: a run is resumed on the kind of device it started on
+        self.device_type = parse_device(self.device).type
+        spec_file = self.run_dir / "spec.json"
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise FrankenError(f"run directory {self.run_dir} is a file: give a directory for --out")
+        if spec_file.exists():
+            old = StudySpec.from_json(spec_file.read_text(), source=str(spec_file))
+            if old.to_json() != self.spec.to_json():
+                raise FrankenError(
+                    f"{self.run_dir} holds a different study (preset {old.preset!r}, models "
+                    f"{old.models}): use another --out or the same options"
+                )
+        manifest_file = self.run_dir / "manifest.json"
+        if manifest_file.exists():
+            was = _read_json(manifest_file).get("device_type", "cpu")
+            if was != self.device_type:
+                raise FrankenError(
+                    f"{self.run_dir} was run on {was}: resume it on {was} (its stored numbers would "
+                    f"be paired with numbers computed on {self.device_type}), or use another --out"
+                )
+        for a in self.archives:  # a missing or foreign archive is refused before anything is written
+            read_archive(a)
+        if self.store_path.exists():  # a store given that is not one: refuse now, not after loading a model
+            self._open_store().close()
+            self.store = None
+        for m in self.spec.models:  # design arguments against each model's depth (e.g. a layer past the last)
+            depth = _depth_of(m)
+            if depth is not None:
+                static_groups(self.spec, depth)
+                probe = [designs.Candidate(repeat_layer_plan(0, depth), "repeat-layer", {"layer": 0, "repeats": 1})]
+                for d in self.spec.designs:  # a derived design's own arguments (scales, branches, substeps)
+                    if designs.get_design(d.name).derivable and "from" in d.args:
+                        designs.build(d.name, d.args, depth, parents=probe)
+
+    def _open_store(self) -> Store:
+        self.store = Store(
+            self.store_path,
+            context_length=self.spec.context_length,
+            device_type=self.device_type,
+            scoring=self.spec.scoring,
+        )
+        return self.store
+
+    def begin(self) -> None:
+        """The first write: the spec and the store (after every check and the first model's items)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._open_store()
+        if self.archives:  # committed results of earlier sessions: their units are not computed again
+            read, added = import_store(self.archives, self.store)
+            self.notify(f"imported {added} of {read} stored units from {len(self.archives)} archive(s)")
+        spec_file = self.run_dir / "spec.json"
+        if not spec_file.exists():
+            _write_json(spec_file, self.spec.to_json())
+        self.manifest = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "models": {},
+            "timings": {},
+            "command": self.command,
+            "store": str(self.store_path.resolve()),
+            "executor": self.executor,
+            "device_type": self.device_type,
+        }
+
+    # ---------------------------------------------------------------------------------------- the run
+    def run(self) -> Path:
+        """Run (or resume) the study; returns the run directory (results.csv, study.json written)."""
+        self.check()
+        t_all = time.perf_counter()
+        try:
+            for model in self.spec.models:
+                self.run_model(model)
+            self.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            self.manifest["timings"]["total"] = time.perf_counter() - t_all
+            _write_json(self.run_dir / "manifest.json", self.manifest)
+            analysis.write_results(self.run_dir, self.store)
+        finally:
+            if self.store is not None:
+                self.store.close()
+        return self.run_dir
+
+    def run_model(self, model: str) -> None:
+        spec = self.spec
+        t0 = time.perf_counter()
+        lm = load_model(model, dtype=spec.dtype, device=self.device)
+        groups = static_groups(spec, lm.depth)
+        cands = study_candidates(spec, lm.depth)
+        items = {b.name: select_items(b, lm.tokenizer, spec.slices, spec.seed) for b in spec.tasks}
+        if self.store is None:
+            self.begin()
+        batch_size = resolve_batch_size(spec.batch_size, lm.model, spec.context_length)
+        if parse_batch_size(spec.batch_size) == AUTO:
+            self.notify(f"{lm.name}: batch size {batch_size} (auto, from free memory on {lm.model.device})")
+        base = designs.base_candidate(lm.depth)
+        info = {
+            "name": lm.name,
+            "digest": lm.digest,
+            "depth": lm.depth,
+            "batch_size": batch_size,
+            "params": int(sum(p.numel() for p in lm.model.parameters())),
+            "configs": [c.manifest_entry() for c in cands],
+            "costs": {
+                c.text: plan_costs(lm.model, c.plan, context=spec.context_length).as_dict() for c in [base, *cands]
+            },
+            "tasks": {},
+        }
+        plans: dict[str, LayerPlan] = {c.text: c.plan for c in [base, *cands]}
+        ex = self.make_executor(lm, model, spec.dtype)
+        try:
+            for budget in spec.tasks:
+                self.run_task(lm, ex, items[budget.name], groups, cands, info, plans)
+        finally:
+            ex.close()
+        self.manifest["models"][lm.name] = info
+        self.manifest["timings"][f"{lm.name}/search+heldout"] = time.perf_counter() - t0
+        self.manifest["worker_restarts"] = self.manifest.get("worker_restarts", 0) + getattr(ex, "restarts", 0)
+        _write_json(self.run_dir / "manifest.json", self.manifest)
+        del ex
+        if spec.fp32_top_k and spec.dtype != "float32":
+            del lm
+            t0 = time.perf_counter()
+            self.fp32_recheck(model, info, plans)
+            self.manifest["timings"][f"{model}/fp32"] = time.perf_counter() - t0
+
+    def run_task(
+        self,
+        lm: LoadedModel,
+        ex,
+        items: TaskItems,
+        groups: dict[int, list[Candidate]],
+        cands: list[Candidate],
+        info: dict,
+        plans: dict[str, LayerPlan],
+    ) -> None:
+        spec, task = self.spec, items.task
+        where = f"{lm.name} · {task}"
+        info["tasks"][task] = t = {
+            "primary": items.primary,
+            "higher_is_better": items.higher_is_better,
+            "slices": [[d.item_id for d in s] for s in items.search_slices],
+            "heldout": [d.item_id for d in items.heldout],
+            "search_tokens": items.search_tokens,
+        }
+        _write_json(
+            self.run_dir / "manifest.json", {**self.manifest, "models": {**self.manifest["models"], lm.name: info}}
+        )
+        # the bar advances once per unit (plan x slice); racing makes this total an upper bound
+        seen = self._raced(lm, ex, items, cands, f"{where} · search")
+        t["signals"] = signals = layer_signals(spec, lm, items)
+        pool = {n: groups[n] for n in groups}  # candidates of each design, by position in spec.designs
+        adaptive_seen: dict[LayerPlan, int] = {}
+        for n, d in enumerate(spec.designs):
+            if n in groups:
+                continue
+            if d.name == "search":
+                self.notify(f"{where}: greedy search guided by {d.args.get('signal', 'block_influence')}")
+                found, got = greedy_search(
+                    spec,
+                    lm,
+                    items,
+                    self.store,
+                    ex,
+                    d.args,
+                    signals,
+                    progress_for=lambda step, units: self.bar(f"{where} · greedy search step {step}", units),
+                )
+            else:
+                src = max(k for k, e in enumerate(spec.designs[:n]) if e.name == d.args["from"])
+                top = best_of(
+                    self.store,
+                    lm,
+                    items,
+                    spec.dtype,
+                    {**adaptive_seen, **seen},
+                    pool.get(src, []),
+                    int(d.args.get("top", 3)),
+                )
+                self.notify(f"{where}: {d.name} variants of the best {len(top)} of {d.args['from']}")
+                found, got = derived_design(
+                    spec,
+                    lm,
+                    items,
+                    self.store,
+                    ex,
+                    d.name,
+                    d.args,
+                    top,
+                    set(plans),
+                    progress=lambda units, name=d.name: self.bar(f"{where} · {name}", units),
+                )
+            pool[n] = found
+            adaptive_seen.update(got)
+            self._add_configs(lm, info, plans, found)
+        seen = {**adaptive_seen, **seen}  # a static candidate keeps its own sweep's count
+        # rank on search items; re-measure the top on held-out items
+        ranked = analysis.rank_search(
+            self.store, lm.digest, spec.dtype, items, {str(p): k for p, k in seen.items()}, lm.depth
+        )
+        top = ranked[: spec.heldout_top_k]
+        self.notify(f"{where}: held-out check of the top {len(top)}")
+        self._run_units(
+            ex,
+            f"{where} · held-out",
+            len(top) + 1,
+            lambda: ex.run_slice(task, items.heldout, [plans[p] for p in top], reuse=True),
+        )
+        t["heldout_plans"] = top
+        t["fp32_plans"] = top[: spec.fp32_top_k]
+
+    def _raced(self, lm, ex, items: TaskItems, cands: list[Candidate], description: str) -> dict[LayerPlan, int]:
+        bar = self.bar(description, (len(cands) + 1) * self.spec.slices)
+        ex.set_progress(bar)
+        try:
+            return race(self.spec, lm, items, cands, self.store, executor=ex)
+        finally:
+            ex.set_progress(None)
+            if bar:
+                bar(None, -1)
+
+    def _run_units(self, ex, description: str, total: int, work: Callable[[], None]) -> None:
+        bar = self.bar(description, total)
+        ex.set_progress(bar)
+        try:
+            work()
+        finally:
+            ex.set_progress(None)
+            if bar:
+                bar(None, -1)
+
+    def _add_configs(self, lm: LoadedModel, info: dict, plans: dict[str, LayerPlan], found: list[Candidate]) -> None:
+        known = {c["plan"] for c in info["configs"]}
+        for c in found:
+            info["costs"].setdefault(c.text, plan_costs(lm.model, c.plan, context=self.spec.context_length).as_dict())
+            plans.setdefault(c.text, c.plan)
+            if c.text not in known:
+                info["configs"].append(c.manifest_entry())
+                known.add(c.text)
+
+    def fp32_recheck(self, model: str, info: dict, plans: dict[str, LayerPlan]) -> None:
+        """Re-score the top configurations of every task in fp32 on the search items."""
+        spec = self.spec
+        lm32 = load_model(model, dtype="float32", device=self.device)
+        ex32 = self.make_executor(lm32, model, "float32")
+        try:
+            for budget in spec.tasks:
+                top = info["tasks"][budget.name]["fp32_plans"]
+                items = select_items(budget, lm32.tokenizer, spec.slices, spec.seed)
+                self.notify(f"{lm32.name} · {budget.name}: fp32 re-check of the top {len(top)}")
+
+                def work(items=items, top=top):
+                    for docs in items.search_slices:
+                        ex32.run_slice(items.task, docs, [plans[p] for p in top], reuse=True)
+
+                self._run_units(
+                    ex32,
+                    f"{lm32.name} · {budget.name} · fp32 re-check",
+                    (len(top) + 1) * len(items.search_slices),
+                    work,
+                )
+        finally:
+            ex32.close()
+        self.manifest["worker_restarts"] = self.manifest.get("worker_restarts", 0) + getattr(ex32, "restarts", 0)
 
 
 def run_study(
@@ -390,157 +408,52 @@ def run_study(
     *,
     device: str = "cpu",
     store_path: Path | None = None,
-    progress_factory=None,
-    log: Callable[[str], None] = print,
+    progress: ProgressFactory | None = None,
+    notify: Notify | None = None,
     command: str = "",
     executor: str = "local",
     ray_options: dict | None = None,
+    archives: list[Path] | None = None,
 ) -> Path:
-    """Run (or resume) a study into `run_dir` and write its report. Returns the report path.
+    """Run (or resume) a study into `run_dir`; returns it (report: frankenlm.report.page.write_report).
 
-    `executor` is "local" (this process) or "ray" (`ray_options`: address, workers, threads, gpus).
+    `executor` is "local" (this process) or "ray" (`ray_options`: address, workers, threads, gpus, chunk).
+    `archives`: store exports (`frankenlm.study.archive`) imported into the store first, so that their units are
+    not computed again (a run continued on another machine from committed results).
     """
-    if executor not in ("local", "ray"):
-        raise FrankenError(f"unknown executor {executor!r}: use local or ray")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    spec_file = run_dir / "spec.json"
-    if spec_file.exists():
-        old = StudySpec.from_json(spec_file.read_text())
-        if old.to_json() != spec.to_json():
-            raise FrankenError(
-                f"{run_dir} holds a different study (preset {old.preset!r}, models {old.models}): "
-                "use another --out or the same options"
-            )
-    else:
-        spec_file.write_text(spec.to_json())
-    # a study pairs every configuration with the base item by item, and bf16 numbers differ between a CPU and
-    # a GPU: a run is resumed on the kind of device it started on
-    device_type = parse_device(device).type
-    manifest_file = run_dir / "manifest.json"
-    if manifest_file.exists():
-        was = json.loads(manifest_file.read_text()).get("device_type", "cpu")
-        if was != device_type:
-            raise FrankenError(f"{run_dir} was run on {was}: resume it on {was} (its stored numbers would be "
-                               f"paired with numbers computed on {device_type}), or use another --out")
-    store = Store(store_path or run_dir / "results.sqlite")
-    manifest: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": {}, "timings": {}, "command": command,
-                      "store": str(Path(store.path).resolve()), "executor": executor, "device_type": device_type}
-
-    def make_executor(lm: LoadedModel, model_name: str, dtype: str):
-        if executor == "local":
-            from frankenlm.study.executors import LocalExecutor
-
-            return LocalExecutor(spec, lm, store, dtype)
-        from frankenlm.study.executors import RayExecutor
-
-        return RayExecutor(spec, model_name, store, dtype, device=device, **(ray_options or {}))
-
-    t_all = time.perf_counter()
-    for model_name in spec.models:
-        t0 = time.perf_counter()
-        lm = load_model(model_name, dtype=spec.dtype, device=device)
-        depth = lm.depth
-        configs = study_configs(spec, depth)
-        ex = make_executor(lm, model_name, spec.dtype)
-        batch_size = resolve_batch_size(spec.batch_size, lm.model, spec.context_length)
-        if parse_batch_size(spec.batch_size) == AUTO:
-            log(f"{lm.name}: batch size {batch_size} (auto, from free memory on {lm.model.device})")
-        model_info = {
-            "name": lm.name,
-            "digest": lm.digest,
-            "depth": depth,
-            "batch_size": batch_size,
-            "params": int(sum(p.numel() for p in lm.model.parameters())),
-            "configs": [{"plan": c.text, "design": c.design, **c.params} for c in configs],
-            "costs": {
-                c.text: plan_costs(lm.model, c.plan, context=spec.context_length).as_dict()
-                for c in [designs.base_config(depth), *configs]
-            },
-            "tasks": {},
-        }
-        for budget in spec.tasks:
-            items = select_items(budget, lm.tokenizer, spec.slices, spec.seed)
-            model_info["tasks"][budget.name] = {
-                "primary": items.primary,
-                "higher_is_better": items.higher_is_better,
-                "slices": [[d.item_id for d in s] for s in items.search_slices],
-                "heldout": [d.item_id for d in items.heldout],
-                "search_tokens": items.search_tokens,
-            }
-            (run_dir / "manifest.json").write_text(json.dumps({**manifest, "models": {**manifest["models"],
-                                                                                      lm.name: model_info}}))
-            # the bar advances once per unit (plan x slice); racing makes this total an upper bound
-            units = (len(configs) + 1) * spec.slices
-            bar = progress_factory(f"{lm.name} · {budget.name} · search", units) if progress_factory else None
-            ex.set_progress(bar)
-            seen = run_sweep(spec, lm, items, configs, store, executor=ex)
-            ex.set_progress(None)
-            if bar:
-                bar(None, -1)
-            signals = layer_signals(spec, lm, items)
-            model_info["tasks"][budget.name]["signals"] = signals
-            for d in spec.designs:
-                if d.name == "search":
-                    log(f"{lm.name} · {budget.name}: greedy search guided by {d.args.get('signal', 'block_influence')}")
-                    found, seen_s = run_search(spec, lm, items, store, ex, d.args, signals)
-                    known = {c["plan"] for c in model_info["configs"]}
-                    for c in found:
-                        model_info["costs"].setdefault(
-                            c.text, plan_costs(lm.model, c.plan, context=spec.context_length).as_dict())
-                        if c.text not in known:
-                            model_info["configs"].append({"plan": c.text, "design": c.design, **c.params})
-                    seen = {**seen_s, **seen}
-            # rank on search items; re-measure the top on held-out items
-            ranked = analysis.rank_search(store, lm.digest, spec.dtype, items, seen, depth)
-            top = [p for p in ranked[: spec.heldout_top_k]]
-            log(f"{lm.name} · {budget.name}: held-out check of the top {len(top)}")
-            ex.run_slice(items.task, items.heldout, top, reuse=True)
-            model_info["tasks"][budget.name]["heldout_plans"] = top
-            model_info["tasks"][budget.name]["fp32_plans"] = top[: spec.fp32_top_k]
-        manifest["models"][lm.name] = model_info
-        manifest["timings"][f"{lm.name}/search+heldout"] = time.perf_counter() - t0
-        (run_dir / "manifest.json").write_text(json.dumps(manifest))
-        ex.close()
-        manifest["worker_restarts"] = manifest.get("worker_restarts", 0) + getattr(ex, "restarts", 0)
-        del ex
-        # fp32 re-check of the top configurations on the search items
-        if spec.fp32_top_k and spec.dtype != "float32":
-            t0 = time.perf_counter()
-            del lm
-            lm32 = load_model(model_name, dtype="float32", device=device)
-            ex32 = make_executor(lm32, model_name, "float32")
-            for budget in spec.tasks:
-                info = model_info["tasks"][budget.name]
-                items = select_items(budget, lm32.tokenizer, spec.slices, spec.seed)
-                log(f"{lm32.name} · {budget.name}: fp32 re-check of the top {len(info['fp32_plans'])}")
-                for docs in items.search_slices:
-                    ex32.run_slice(items.task, docs, info["fp32_plans"], reuse=True)
-            ex32.close()
-            manifest["timings"][f"{model_name}/fp32"] = time.perf_counter() - t0
-            del lm32
-    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    manifest["timings"]["total"] = time.perf_counter() - t_all
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    analysis.write_results(run_dir, store)
-    store.close()
-    from frankenlm.report import page as report
-
-    return report.write_report(run_dir)
+    return StudyRun(
+        spec,
+        run_dir,
+        device=device,
+        store_path=store_path,
+        executor=executor,
+        ray_options=ray_options,
+        progress=progress,
+        notify=notify,
+        command=command,
+        archives=archives,
+    ).run()
 
 
-def rewrite_report(run_dir: Path) -> Path:
-    """Recompute the results table from the store and re-write the report (no model is loaded)."""
-    from frankenlm.report import page as report
-
+def rewrite_results(run_dir: Path) -> Path:
+    """Recompute the results table from the store (no model is loaded); returns the run directory."""
     run_dir = Path(run_dir)
     for f in ("spec.json", "manifest.json"):
         if not (run_dir / f).exists():
             raise FrankenError(f"{run_dir} is not a study run directory: {f} is missing")
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    store = Store(manifest.get("store") or run_dir / "results.sqlite")
+    spec = StudySpec.from_json((run_dir / "spec.json").read_text(), source=str(run_dir / "spec.json"))
+    manifest = _read_json(run_dir / "manifest.json")
+    path = Path(manifest.get("store") or run_dir / "results.sqlite")
+    if not path.exists():
+        raise FrankenError(f"the results store of {run_dir} ({path}) does not exist")
+    store = Store(
+        path,
+        context_length=spec.context_length,
+        device_type=manifest.get("device_type", "cpu"),
+        scoring=spec.scoring,
+    )
     try:
         analysis.write_results(run_dir, store)
     finally:
         store.close()
-    return report.write_report(run_dir)
+    return run_dir

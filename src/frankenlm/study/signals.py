@@ -13,11 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from frankenlm.study.prefix_cache import hooked_forward
+from frankenlm.eval.packing import PackedBatch, model_inputs
+from frankenlm.study.prefix_cache import hooked_hidden
 
 
 class SignalRecorder:
-    """A forward function for the evaluator that runs the base model and accumulates per-layer signals."""
+    """A hidden-state function for the scorer (`frankenlm.eval.packing.HiddenFn`) that runs the base model and
+    accumulates per-layer signals over the batch's real tokens (a packed context counts once)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -27,17 +29,18 @@ class SignalRecorder:
         self.tokens = 0
 
     @torch.inference_mode()
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask.bool()
+    def __call__(self, batch: PackedBatch) -> torch.Tensor:
+        device = self.model.get_input_embeddings().weight.device
+        mask = (batch.segment_ids >= 0).to(device)
 
         def post(k: int, x: torch.Tensor, y: torch.Tensor) -> None:
             cos = torch.nn.functional.cosine_similarity(x.float()[mask], y.float()[mask], dim=-1).clamp(-1.0, 1.0)
             self.cos_sum[k] += float(cos.sum())
             self.ang_sum[k] += float(torch.arccos(cos).sum() / np.pi)
 
-        logits = hooked_forward(self.model, input_ids, attention_mask, post=post)
+        hidden = hooked_hidden(self.model, model_inputs(self.model.config, batch, device), post=post)
         self.tokens += int(mask.sum())
-        return logits
+        return hidden
 
     def result(self) -> dict[str, list[float]]:
         t = max(self.tokens, 1)

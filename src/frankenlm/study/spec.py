@@ -1,9 +1,16 @@
-"""Study specifications and the named presets `frankenlm study --preset` offers."""
+"""Study specifications and the named presets `frankenlm study --preset` offers.
+
+A spec is checked when it is made or loaded (`StudySpec.validate`, called by `from_json` and `preset`): unknown
+keys, wrong types, unknown tasks or designs, design arguments that no design takes, and numbers out of range are
+refused with one `FrankenError` line before a study writes anything. Checks that need a model's depth (a layer
+index past the last layer) run when the study starts, still before anything is written.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 from frankenlm.errors import FrankenError
 from frankenlm.model.zoo import DEFAULT_MODEL, ZOO
@@ -22,7 +29,7 @@ class TaskBudget:
 
 @dataclass
 class DesignSpec:
-    name: str  # repeat-layer | repeat-block | sublayer | custom | search (greedy, signal-guided)
+    name: str  # a name in frankenlm.study.designs.DESIGNS
     args: dict = field(default_factory=dict)
 
 
@@ -49,17 +56,121 @@ class StudySpec:
     batch_size: int | str = 8  # or "auto": from free GPU memory, chosen per model and worker
     context_length: int = 1024
     seed: int = 1234
+    scoring: str = "fast"  # fast (packed contexts, head only where scored) | lm-eval (HFLM's exact layout)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "StudySpec":
-        d = json.loads(text)
-        d["tasks"] = [TaskBudget(**t) for t in d["tasks"]]
-        d["designs"] = [DesignSpec(**x) for x in d["designs"]]
-        d["early_stopping"] = EarlyStopping(**d["early_stopping"]) if d.get("early_stopping") else None
-        return cls(**d)
+    def from_json(cls, text: str, source: str = "study spec") -> StudySpec:
+        """Parse and validate a spec; every problem is one FrankenError line naming `source`."""
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise FrankenError(f"{source} is not JSON: {e}") from None
+        try:
+            d = _fields(d, cls, "the spec", required=("preset", "models", "tasks", "designs"))
+            d["tasks"] = [
+                TaskBudget(**_fields(t, TaskBudget, f"tasks[{n}]", ("name",)))
+                for n, t in enumerate(_list(d["tasks"], "tasks"))
+            ]
+            d["designs"] = [
+                DesignSpec(**_fields(x, DesignSpec, f"designs[{n}]", ("name",)))
+                for n, x in enumerate(_list(d["designs"], "designs"))
+            ]
+            es = d.get("early_stopping")
+            d["early_stopping"] = EarlyStopping(**_fields(es, EarlyStopping, "early_stopping")) if es else None
+            spec = cls(**d)
+            spec.validate()
+        except FrankenError as e:
+            raise FrankenError(f"{source}: {e}") from None
+        return spec
+
+    def validate(self) -> StudySpec:
+        """Refuse (FrankenError, one line) anything a study could not run; returns the spec."""
+        from frankenlm.eval.batching import parse_batch_size
+        from frankenlm.eval.tasks import get_task
+        from frankenlm.model.loading import DTYPES
+        from frankenlm.study import designs
+
+        if not isinstance(self.preset, str):
+            raise FrankenError(f"preset must be a name (a string), got {self.preset!r}")
+        if (
+            not isinstance(self.models, list)
+            or not self.models
+            or not all(isinstance(m, str) and m.strip() for m in self.models)
+        ):
+            raise FrankenError(f"models must be a non-empty list of model names, got {self.models!r}")
+        if len(set(self.models)) != len(self.models):
+            raise FrankenError(f"models lists a model twice: {self.models}")
+        if not isinstance(self.tasks, list) or not self.tasks:
+            raise FrankenError("tasks must list at least one task budget")
+        for t in self.tasks:
+            get_task(t.name)
+            for f in ("search_tokens", "heldout_tokens", "search_items", "heldout_items"):
+                _positive(getattr(t, f), f"task {t.name}: {f}", optional=True)
+            if t.search_tokens is not None and t.search_items is not None:
+                raise FrankenError(f"task {t.name}: give search_tokens or search_items, not both")
+            if t.heldout_tokens is not None and t.heldout_items is not None:
+                raise FrankenError(f"task {t.name}: give heldout_tokens or heldout_items, not both")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise FrankenError(f"tasks lists a task twice: {names}")
+        if not isinstance(self.designs, list) or not self.designs:
+            raise FrankenError("designs must list at least one design")
+        earlier: list[str] = []
+        for d in self.designs:
+            designs.check_args(d.name, d.args, earlier)
+            earlier.append(d.name)
+        if self.dtype not in DTYPES:
+            raise FrankenError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        _positive(self.slices, "slices")
+        if self.early_stopping is not None:
+            es = self.early_stopping
+            if isinstance(es.level, bool) or not isinstance(es.level, (int, float)) or not 0 < es.level < 1:
+                raise FrankenError(f"early_stopping.level must be a confidence level in (0, 1), got {es.level!r}")
+            _positive(es.min_slices, "early_stopping.min_slices")
+            _positive(es.min_items, "early_stopping.min_items", minimum=0)
+        _positive(self.heldout_top_k, "heldout_top_k")
+        _positive(self.fp32_top_k, "fp32_top_k", minimum=0)
+        parse_batch_size(self.batch_size)
+        _positive(self.context_length, "context_length", minimum=2)
+        _positive(self.seed, "seed", minimum=0)
+        from frankenlm.eval.scorer import check_scoring
+
+        check_scoring(self.scoring)
+        return self
+
+
+def _positive(value, what: str, minimum: int = 1, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise FrankenError(f"{what} must be {need}, got {value!r}")
+
+
+def _list(value, what: str) -> list:
+    if not isinstance(value, list):
+        raise FrankenError(f"{what} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _fields(d, cls, what: str, required: tuple[str, ...] = ()) -> dict:
+    """`d` as keyword arguments of dataclass `cls`: an object with only known keys and the required ones."""
+    if not isinstance(d, dict):
+        raise FrankenError(f"{what} must be a JSON object, got {type(d).__name__}")
+    known = [f.name for f in fields(cls)]
+    unknown = [k for k in d if k not in known]
+    if unknown:
+        raise FrankenError(f"{what}: unknown key {unknown[0]!r}: use {', '.join(known)}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise FrankenError(f"{what}: missing key {missing[0]!r}")
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise FrankenError(f"{what}: {k} is {v}: give a finite number")
+    return dict(d)
 
 
 PPL_TASK = "lambada_passages"
@@ -120,7 +231,7 @@ def preset(name: str, models: list[str] | None = None, tasks: list[str] | None =
     if tasks:
         old = {t.name: t for t in spec.tasks}
         spec.tasks = [old.get(t) or _default_budget(t) for t in tasks]
-    return spec
+    return spec.validate()
 
 
 def _default_budget(task: str) -> TaskBudget:

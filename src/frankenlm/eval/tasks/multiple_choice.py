@@ -32,7 +32,9 @@ class MultipleChoiceDoc(Doc):
 
     def _logprobs(self, responses: Sequence[Result]) -> np.ndarray:
         if len(responses) != len(self.requests):
-            raise ValueError(f"{self.task}/{self.item_id}: {len(responses)} responses for {len(self.requests)} requests")
+            raise ValueError(
+                f"{self.task}/{self.item_id}: {len(responses)} responses for {len(self.requests)} requests"
+            )
         if not all(isinstance(r, LoglikelihoodResult) for r in responses):
             raise TypeError("multiple-choice items are scored from LoglikelihoodResult responses")
         return np.array([r.logprob for r in responses], dtype=np.float64)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from frankenlm.errors import FrankenError
+
 from .base import Doc
 from .data import read_oe_eval_docs
 from .requests import Result, RollingRequest, RollingResult
@@ -140,7 +141,9 @@ def load_wikitext2(task: str) -> list[Doc]:
     path, name = WIKITEXT_DATASET
     hint = f"{task} needs the Hugging Face dataset {path}/{name} (network access, and `pip install datasets`)"
     if _offline():
-        raise FrankenError(f"{hint}, but HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set; use lambada_passages or pydoc_topics offline")
+        raise FrankenError(
+            f"{hint}, but HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set; use lambada_passages or pydoc_topics offline"
+        )
     try:
         import datasets
     except ImportError:

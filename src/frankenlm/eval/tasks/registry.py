@@ -1,9 +1,15 @@
-"""The task registry: every built-in task by name (`get_task`, `list_tasks`, `register_task`)."""
+"""The task registry: every built-in task by name (`get_task`, `list_tasks`, `register_task`).
+
+Each task declares its primary metric (`Task.primary`, what a study ranks by); each metric spec its direction
+(`higher_is_better`: True for `MeanMetric`s, False for `RatioMetric`s).
+"""
 
 from __future__ import annotations
 
 from frankenlm.errors import FrankenError
-from . import gsm8k, lambada, mc_benchmarks as mc, perplexity
+
+from . import gsm8k, lambada, perplexity
+from . import mc_benchmarks as mc
 from .base import MeanMetric, RatioMetric, Task
 
 _TASKS: dict[str, Task] = {}
@@ -42,7 +48,9 @@ def get_task(name: str) -> Task:
 
 
 def _mc_task(name: str, metrics, source: str, loader, notes: str = "zero-shot, lm-eval prompt format") -> None:
-    register_task(Task(name, "multiple_choice", metrics, source, notes, loader))
+    # ranked by acc_norm where the task reports it, else acc
+    primary = "acc_norm" if any(m.name == "acc_norm" for m in metrics) else "acc"
+    register_task(Task(name, "multiple_choice", metrics, source, notes, loader, primary=primary))
 
 
 _mc_task("arc_easy", _MC, f"ARC-Easy test (2,376), {_OE}/arc_easy/test_rc_5shot docs", mc.load_arc)
@@ -81,6 +89,7 @@ register_task(
         f"LAMBADA (OpenAI) test (5,153), {_OE}/lambada/bpb_0shot docs",
         "zero-shot, lm-eval lambada_openai format",
         lambada.load_lambada_openai,
+        primary="acc",
     )
 )
 register_task(
@@ -91,6 +100,7 @@ register_task(
         f"LAMBADA (OpenAI) test passages (5,153), {_OE}/lambada/bpb_0shot docs",
         "whole passages as perplexity documents",
         perplexity.load_lambada_passages,
+        primary="bits_per_byte",
     )
 )
 register_task(
@@ -101,6 +111,7 @@ register_task(
         perplexity.PYDOC_SOURCE,
         "Python help topics (technical English with code) as perplexity documents",
         perplexity.load_pydoc_topics,
+        primary="bits_per_byte",
     )
 )
 register_task(
@@ -111,6 +122,7 @@ register_task(
         "wikitext-2-raw-v1 test, document level (Hugging Face hub: needs network)",
         "lm-eval wikitext: detokenized pages, words and bytes counted on the original page",
         perplexity.load_wikitext2,
+        primary="bits_per_byte",
     )
 )
 register_task(
@@ -121,5 +133,6 @@ register_task(
         f"GSM8K test (1,319), {_OE}/gsm8k/gold_bpb_5shot docs",
         "ZERO-shot (lm-eval's default is 5-shot from train, unavailable offline); lm-eval prompt, stops and filters",
         gsm8k.load_gsm8k,
+        primary="exact_match_flexible",
     )
 )

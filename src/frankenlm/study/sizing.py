@@ -1,0 +1,189 @@
+"""What a study will cost and what it can detect, before it runs (`frankenlm study --dry-run`).
+
+Per model and task: the items chosen (search / held-out), the tokens one configuration runs over the search
+items in the spec's scoring mode (fast: packed contexts, `frankenlm.eval.packing`), the number of configurations
+(static designs exactly; derived designs and the greedy search as upper bounds), and the base model's measured
+forward speed in the spec's dtype on this machine. Two totals bound the sweep's cost: every configuration on the
+full search budget (no racing), and racing at its best (only the base and the protected top k run the full
+budget, every other configuration stops at the first look). The held-out re-measure and the fp32 re-check are
+added to both.
+
+Detectable effect (benchmarks scored by accuracy): the smallest paired accuracy difference a two-sided test at
+level alpha finds with the given power on n items, for a discordance rate d (the fraction of items on which the
+configuration and the base disagree; a difference delta needs d >= |delta|):
+``mde = (z_{1-alpha/2} + z_power) * sqrt(d / n)`` (the normal approximation of McNemar's test). It is given on the
+search items at alpha = 0.05 and Bonferroni-corrected over the study's configurations (Holm is no weaker), and on
+the held-out items at alpha = 0.05 (one confirmation per re-measured configuration).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from frankenlm.eval.packing import make_packs
+from frankenlm.eval.scorer import Scorer
+from frankenlm.eval.tasks.requests import LoglikelihoodRequest, RollingRequest
+from frankenlm.model.loading import LoadedModel
+from frankenlm.model.plan import repeat_layer_plan
+from frankenlm.study import designs
+from frankenlm.study.items import select_items
+from frankenlm.study.spec import StudySpec
+
+DISCORDANCE = (0.10, 0.20)  # typical shares of items a layer change flips, either way
+
+
+def mde(n: int, discordance: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest detectable paired accuracy difference (normal approximation of McNemar's test)."""
+    from scipy.stats import norm
+
+    if n <= 0:
+        return math.nan
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * math.sqrt(discordance / n))
+
+
+def config_counts(spec: StudySpec, depth: int) -> tuple[int, int]:
+    """(configurations of the static designs, upper bound of the adaptive ones) for a model of `depth` layers."""
+    from frankenlm.study.runner import study_candidates
+
+    static = len(study_candidates(spec, depth))
+    adaptive = 0
+    probe = [designs.Candidate(repeat_layer_plan(0, depth), "repeat-layer", {"layer": 0, "repeats": 1})]
+    for d in spec.designs:
+        if d.name == "search":
+            adaptive += int(d.args.get("candidates", 6)) * int(d.args.get("steps", 3))
+        elif designs.get_design(d.name).derivable and "from" in d.args:
+            per_parent = len(designs.build(d.name, d.args, depth, parents=probe))
+            adaptive += per_parent * int(d.args.get("top", 3))
+    return static, adaptive
+
+
+def run_tokens(scorer: Scorer, docs, max_length: int, fast: bool) -> int:
+    """Tokens the model runs to score `docs` once (fast: packs; lm-eval: one row per request)."""
+    pairs = []
+    for d in docs:
+        for r in d.requests:
+            if isinstance(r, LoglikelihoodRequest):
+                pairs.append(scorer.encode_pair(r.context, r.continuation))
+            elif isinstance(r, RollingRequest):
+                from frankenlm.eval.forward import rolling_windows
+
+                for inp, tgt in rolling_windows(scorer.encode(r.text), max_length, scorer.prefix_token_id):
+                    pairs.append((inp[: len(inp) - len(tgt) + 1], tgt))
+            else:  # generation: the context once, plus the new tokens (bounded by max_new_tokens)
+                pairs.append((scorer.encode(r.context), [0] * int(getattr(r, "max_new_tokens", 1))))
+    if fast:
+        return sum(len(p) for p in make_packs(pairs, max_length))
+    return sum(min(len(c) + len(t) - 1, max_length) for c, t in pairs)
+
+
+def tokens_per_second(lm: LoadedModel, context: int, seconds: float = 3.0) -> float:
+    """The base model's forward speed (tokens/s) on 4 rows of `min(context, 512)` tokens, best of a few runs."""
+    n = min(context, 512)
+    ids = torch.randint(100, 1000, (4, n), device=lm.model.get_input_embeddings().weight.device)
+    best, spent = math.inf, 0.0
+    with torch.inference_mode():
+        lm.model(input_ids=ids, use_cache=False)
+        while spent < seconds:
+            t0 = time.perf_counter()
+            lm.model(input_ids=ids, use_cache=False)
+            dt = time.perf_counter() - t0
+            best, spent = min(best, dt), spent + dt
+    return ids.numel() / best
+
+
+@dataclass
+class TaskCost:
+    task: str
+    search_items: int
+    heldout_items: int
+    tokens_per_config: int  # search items, one configuration
+    heldout_tokens: int
+    accuracy: bool  # ranked by an accuracy (a detectable-effect estimate applies)
+
+
+@dataclass
+class ModelCost:
+    model: str
+    depth: int
+    static_configs: int
+    adaptive_configs: int  # upper bound
+    tokens_per_s: float
+    tasks: list[TaskCost]
+
+    @property
+    def configs(self) -> int:
+        return self.static_configs + self.adaptive_configs
+
+    def tokens(self, spec: StudySpec, racing: bool) -> float:
+        """Tokens of the whole study for this model (racing at its best, or none)."""
+        total = 0.0
+        for t in self.tasks:
+            full = spec.heldout_top_k + 1 if racing else self.configs + 1
+            rest = max(0, self.configs - spec.heldout_top_k) if racing else 0
+            total += t.tokens_per_config * (full + rest / spec.slices)
+            total += t.heldout_tokens * (spec.heldout_top_k + 1)
+            if spec.dtype != "float32":
+                total += 3.0 * t.tokens_per_config * (spec.fp32_top_k + 1)  # fp32 runs about 3x slower
+        return total
+
+    def hours(self, spec: StudySpec, racing: bool) -> float:
+        return self.tokens(spec, racing) / self.tokens_per_s / 3600
+
+
+def size_model(spec: StudySpec, lm: LoadedModel, measure: bool = True) -> ModelCost:
+    """The cost of `spec` for one loaded model (in the spec's dtype)."""
+    scorer = Scorer(lm.model, lm.tokenizer, max_length=spec.context_length, scoring=spec.scoring)
+    fast = spec.scoring == "fast"
+    tasks = []
+    for budget in spec.tasks:
+        items = select_items(budget, lm.tokenizer, spec.slices, spec.seed)
+        tasks.append(
+            TaskCost(
+                budget.name,
+                len(items.search),
+                len(items.heldout),
+                run_tokens(scorer, items.search, spec.context_length, fast),
+                run_tokens(scorer, items.heldout, spec.context_length, fast),
+                items.primary in ("acc", "acc_norm", "exact_match"),
+            )
+        )
+    static, adaptive = config_counts(spec, lm.depth)
+    speed = tokens_per_second(lm, spec.context_length) if measure else math.nan
+    return ModelCost(lm.name, lm.depth, static, adaptive, speed, tasks)
+
+
+def report_lines(spec: StudySpec, costs: list[ModelCost]) -> list[str]:
+    """A plain-text account of the costs and the detectable effects (what `--dry-run` prints)."""
+    out = []
+    for c in costs:
+        out.append(
+            f"{c.model} ({c.depth} layers): {c.static_configs} static configurations + up to {c.adaptive_configs} "
+            f"adaptive; base forward {c.tokens_per_s:,.0f} tokens/s ({spec.dtype}, this machine)"
+        )
+        m = c.configs
+        for t in c.tasks:
+            line = (
+                f"  {t.task}: {t.search_items} search / {t.heldout_items} held-out items, "
+                f"{t.tokens_per_config:,} tokens per configuration ({spec.scoring} scoring)"
+            )
+            if t.accuracy:
+                parts = []
+                for d in DISCORDANCE:
+                    parts.append(
+                        f"d={d:.2f}: search {100 * mde(t.search_items, d):.1f} pts "
+                        f"({100 * mde(t.search_items, d, alpha=0.05 / max(m, 1)):.1f} Bonferroni over {m}), "
+                        f"held-out {100 * mde(t.heldout_items, d):.1f} pts"
+                    )
+                line += "; detectable at 80% power: " + "; ".join(parts)
+            out.append(line)
+        full, best = c.tokens(spec, racing=False), c.tokens(spec, racing=True)
+        out.append(
+            f"  total: {full / 1e6:,.1f}M tokens ({c.hours(spec, False):,.1f} h) without racing; "
+            f"{best / 1e6:,.1f}M tokens ({c.hours(spec, True):,.1f} h) if racing stops every non-leader at "
+            f"the first look (1/{spec.slices} of the search items)"
+        )
+    return out
