@@ -31,6 +31,8 @@ from frankenlm.eval.scorer import Scorer
 from frankenlm.eval.tasks import get_task
 from frankenlm.model.loading import load_model
 
+HFLM = "lm-eval HFLM"  # the lm-eval side (frankenlm's own modes are "fast" and "lm-eval")
+
 
 def load() -> str:
     a, b, c = os.getloadavg()
@@ -107,33 +109,31 @@ def main() -> None:
     lm = load_model(args.model, dtype=args.dtype)
     modes = ["fast", *(["lm-eval"] if args.exact else [])]
     print(f"{args.model} {args.dtype}, {args.threads} threads, batch {args.batch_size}, first {args.limit} items")
-    total = {"lm-eval": 0.0, **{m: 0.0 for m in modes}}
+    total = {HFLM: 0.0, **{m: 0.0 for m in modes}}
     for task in args.tasks.split(","):
         best: dict[str, float] = {}
         theirs: list[list[float]] = []
         mine: dict[str, list[list[float]]] = {}
         work = 0
         for r in range(args.rounds):
-            order = ["lm-eval", *modes] if r % 2 == 0 else [*modes, "lm-eval"]
+            order = [HFLM, *modes] if r % 2 == 0 else [*modes, HFLM]
             for side in order:
-                if side == "lm-eval":
+                if side == HFLM:
                     s, theirs = lmeval_side(lm, task, args.limit, args.batch_size, args.max_length)
                 else:
                     s, mine[side], work = frankenlm_side(lm, task, args.limit, args.batch_size, args.max_length, side)
                 best[side] = min(best.get(side, float("inf")), s)
         for side in best:
             total[side] += best[side]
-        line = [
-            f"{task}: {work:,} request tokens; lm-eval HFLM {best['lm-eval']:.1f} s ({work / best['lm-eval']:,.0f} tok/s)"
-        ]
+        line = [f"{task}: {work:,} request tokens; lm-eval HFLM {best[HFLM]:.1f} s ({work / best[HFLM]:,.0f} tok/s)"]
         for m in modes:
             diff = max(abs(a - b) for x, y in zip(mine[m], theirs, strict=True) for a, b in zip(x, y, strict=True))
             line.append(
-                f"frankenlm {m} {best[m]:.1f} s ({work / best[m]:,.0f} tok/s) = {best['lm-eval'] / best[m]:.2f}x, "
+                f"frankenlm {m} {best[m]:.1f} s ({work / best[m]:,.0f} tok/s) = {best[HFLM] / best[m]:.2f}x, "
                 f"max |Δ loglik| {diff:.1e}"
             )
         print("; ".join(line) + f" [{load()}]", flush=True)
-    print("all tasks: " + ", ".join(f"{m} {total['lm-eval'] / total[m]:.2f}x lm-eval" for m in modes) + f" [{load()}]")
+    print("all tasks: " + ", ".join(f"{m} {total[HFLM] / total[m]:.2f}x lm-eval" for m in modes) + f" [{load()}]")
     if args.peak:
         peak(lm, args.threads)
 

@@ -62,3 +62,24 @@ def test_a_study_continues_from_a_committed_archive_without_recomputing(tiny_dir
     second = run_study(spec, tmp_path / "second", archives=[tmp_path / "results.parquet"])
     assert (second / "results.csv").read_text() == (first / "results.csv").read_text()
     assert write_report(second).is_file()  # the report renders from the imported results alone
+
+
+def test_findings_are_generated_from_the_results_alone(tiny_dir, tmp_path):  # noqa: F811
+    """The findings document from a small study's committed results: every configuration counted, the best one
+    quoted with the CI the results hold."""
+    from frankenlm.study.results import read_results
+
+    run = run_study(tiny_spec(str(tiny_dir)), tmp_path / "run")
+    out = tmp_path / "FINDINGS.md"
+    res = CliRunner().invoke(app, ["findings", str(run), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    (g,) = read_results(run).groups()
+    n = sum(not r.is_base for r in g.rows)
+    assert f"{n} configurations" in text
+    best = g.ranked[0]
+    assert f"`{best.config}` {1000 * best.gain:+.2f} [{1000 * best.ci_low:+.2f}, {1000 * best.ci_high:+.2f}]" in text
+    for heading in ("## Does any configuration help?", "## Which layers help or hurt", "## How many repeats"):
+        assert heading in text
+    bad = CliRunner().invoke(app, ["findings", str(tmp_path), "--out", str(out)])
+    assert bad.exit_code == 2 and "has no results.csv" in bad.output

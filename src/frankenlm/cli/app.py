@@ -510,6 +510,22 @@ def report(run_dir: Path = typer.Argument(..., help="a study's run directory")) 
     console.print(f"report: {write_report(rewrite_results(run_dir))}")
 
 
+@app.command()
+@friendly
+def findings(
+    run_dirs: list[Path] = typer.Argument(..., help="study run directories (results.csv, study.json)"),
+    out: Path = typer.Option(Path("docs/FINDINGS.md"), "--out", "-o", help="Markdown file to write"),
+) -> None:
+    """Write the findings document from studies' results (never recomputes a model)."""
+    from frankenlm.report.findings import write_findings
+
+    for d in run_dirs:
+        if not (d / "results.csv").is_file():
+            raise FrankenError(f"{str(d)!r} has no results.csv: give study run directories (frankenlm report DIR)")
+    writable_file(out, "--out")
+    console.print(f"findings: {write_findings(list(run_dirs), out)}", highlight=False)
+
+
 @store_app.command("export")
 @friendly
 def store_export(

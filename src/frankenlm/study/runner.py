@@ -444,6 +444,8 @@ def rewrite_results(run_dir: Path) -> Path:
     spec = StudySpec.from_json((run_dir / "spec.json").read_text(), source=str(run_dir / "spec.json"))
     manifest = _read_json(run_dir / "manifest.json")
     path = Path(manifest.get("store") or run_dir / "results.sqlite")
+    if not path.exists() and (run_dir / "results.sqlite").exists():  # moved or rebuilt from an archive
+        path = run_dir / "results.sqlite"
     if not path.exists():
         raise FrankenError(f"the results store of {run_dir} ({path}) does not exist")
     store = Store(

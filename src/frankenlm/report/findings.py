@@ -1,0 +1,224 @@
+"""`docs/FINDINGS.md` from study results: the answers to the project's questions, written from the numbers.
+
+`write_findings(run_dirs, out)` reads each run directory's typed results (`frankenlm.study.results`) and writes
+one Markdown document; nothing is computed from a model, and no sentence carries a number that is not in the
+rows, so text and numbers cannot drift. Every gain is quoted with its paired 95% CI, its Holm-adjusted p-value
+(across one model's configurations on one task) and its held-out re-measure where there is one. A gain counts
+only when it is `confirmed`: Holm-significant on search items *and* its held-out CI above 0.
+
+Questions answered, per model: which single-layer repeats help or hurt (on normalised depth, the first layers
+singled out, whole and attention-only), how the gain changes with the number of repeats, how the picture changes
+with size, whether bits per byte ranks configurations as the benchmarks do (Spearman rho over the
+configurations both measured), the winner's curse (search → held-out shrinkage), and gain per extra FLOP.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from frankenlm.study.results import Group, ResultRow, fin, read_results
+
+EARLY = 0.15  # "the first layers": normalised depth below this
+
+
+def _pm(r: ResultRow, scale: float) -> str:
+    if not fin(r.gain):
+        return "—"
+    return f"{scale * r.gain:+.2f} [{scale * r.ci_low:+.2f}, {scale * r.ci_high:+.2f}]"
+
+
+def _held(r: ResultRow, scale: float) -> str:
+    if not fin(r.heldout_gain):
+        return "—"
+    return f"{scale * r.heldout_gain:+.2f} [{scale * r.heldout_ci_low:+.2f}, {scale * r.heldout_ci_high:+.2f}]"
+
+
+def _p(x: float) -> str:
+    return "—" if not fin(x) else (f"{x:.1e}" if x < 1e-3 else f"{x:.3f}")
+
+
+def _unit(g: Group) -> tuple[float, str]:
+    """Accuracy in points; bits per byte in milli-bits."""
+    if g.metric.startswith("acc") or g.metric == "exact_match":
+        return 100.0, f"{g.metric} points"
+    return 1000.0, f"milli-{g.metric}"
+
+
+def _verdict(r: ResultRow) -> str:
+    if r.confirmed:
+        return "**better, confirmed on held-out**"
+    if r.better:
+        return "better on search, not confirmed"
+    if r.worse:
+        return "worse"
+    return "no significant difference" + (" (stopped early)" if r.stopped_early else "")
+
+
+def _spearman(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    from scipy.stats import spearmanr
+
+    if len(xs) < 3:
+        return math.nan, math.nan
+    res = spearmanr(xs, ys)
+    return float(res.statistic), float(res.pvalue)
+
+
+def _group_summary(g: Group) -> str:
+    rows = [r for r in g.rows if not r.is_base]
+    scale, unit = _unit(g)
+    n_better = sum(r.better for r in rows)
+    n_conf = sum(r.confirmed for r in rows)
+    n_worse = sum(r.worse for r in rows)
+    best = g.ranked[0] if g.ranked else None
+    line = (
+        f"- **{g.task}** ({unit}; base {g.base.base_value if g.base else math.nan:.4g}): {len(rows)} configurations, "
+        f"{n_better} better on search (Holm 5%), {n_conf} confirmed on held-out, {n_worse} worse"
+    )
+    if best is not None:
+        line += f"; best on search `{best.config}` {_pm(best, scale)} (Holm p {_p(best.p_holm)}), held-out {_held(best, scale)}"
+    n, s, h, shrink = g.shrinkage()
+    if n:
+        line += f"; winner's curse over {n} re-measured: search {scale * s:+.2f} → held-out {scale * h:+.2f}"
+    return line
+
+
+def _layers_table(g: Group) -> list[str]:
+    scale, unit = _unit(g)
+    depth = g.n_layers() or 1
+    out = [
+        f"| layer (depth) | whole, r=1 ({unit}) | attention only | MLP only | held-out (whole) | verdict (whole) |",
+        "|---|---|---|---|---|---|",
+    ]
+    layers = sorted({k for (k, r) in g.layer_reps if r == 1} | {k for (k, _s) in g.subs})
+    for k in layers:
+        whole = g.layer_rep(k, 1) or g.sub(k, "block")
+        attn, mlp = g.sub(k, "attn"), g.sub(k, "mlp")
+        cells = [_pm(x, scale) if x else "—" for x in (whole, attn, mlp)]
+        out.append(
+            f"| {k} ({k / depth:.2f}) | {cells[0]} | {cells[1]} | {cells[2]} | "
+            f"{_held(whole, scale) if whole else '—'} | {_verdict(whole) if whole else '—'} |"
+        )
+    return out
+
+
+def _repeats_lines(g: Group) -> list[str]:
+    scale, unit = _unit(g)
+    counts, curves = g.repeat_curves()
+    out = []
+    for k, pts in curves.items():
+        if len(pts) < 2:
+            continue
+        seq = ", ".join(f"r={r}: {scale * row.gain:+.2f}" + ("*" if row.stopped_early else "") for r, row in pts)
+        best_r = max(pts, key=lambda p: p[1].gain)[0]
+        out.append(f"  - layer {k}: {seq} (best r={best_r}; {unit}; * = stopped early)")
+    return out
+
+
+def _proxy_lines(groups: list[Group]) -> list[str]:
+    by_model: dict[str, list[Group]] = {}
+    for g in groups:
+        by_model.setdefault(g.model, []).append(g)
+    out = []
+    for model, gs in by_model.items():
+        ppl = [g for g in gs if not _unit(g)[1].endswith("points")]
+        acc = [g for g in gs if _unit(g)[1].endswith("points")]
+        for p in ppl:
+            pg = {r.config: r.gain for r in p.rows if not r.is_base and not r.stopped_early and fin(r.gain)}
+            for a in acc:
+                ag = {r.config: r.gain for r in a.rows if not r.is_base and not r.stopped_early and fin(r.gain)}
+                common = sorted(set(pg) & set(ag))
+                rho, pv = _spearman([pg[c] for c in common], [ag[c] for c in common])
+                out.append(
+                    f"- {model}: {p.task} vs {a.task}: Spearman rho {rho:+.2f} (p {_p(pv)}) over {len(common)} "
+                    "configurations both measured on the full search budget"
+                )
+    return out
+
+
+def findings_markdown(run_dirs: list[Path]) -> str:
+    """The document (see the module docstring) for the studies in `run_dirs`."""
+    groups: list[Group] = []
+    for d in run_dirs:
+        groups.extend(read_results(Path(d)).groups())
+    models = list(dict.fromkeys(g.model for g in groups))
+    lines = [
+        "# Findings",
+        "",
+        "Generated by `frankenlm findings "
+        + " ".join(str(d) for d in run_dirs)
+        + "` from the studies' results; do not edit by hand. Gains are paired differences against the base model "
+        "on the same items (positive = better), with 95% CIs; p-values are Holm-adjusted across one model's "
+        "configurations on one task; *confirmed* means Holm-significant on the search items and a held-out CI "
+        "above 0.",
+        "",
+        f"Models covered: {', '.join(models) or 'none yet'}.",
+        "",
+        "## Does any configuration help?",
+        "",
+    ]
+    confirmed = [(g, r) for g in groups for r in g.rows if r.confirmed]
+    if confirmed:
+        for g, r in confirmed:
+            scale, unit = _unit(g)
+            lines.append(
+                f"- {g.model} · {g.task}: `{r.config}` {_pm(r, scale)} {unit} on search (Holm p {_p(r.p_holm)}), "
+                f"held-out {_held(r, scale)}; export: `{r.export_command}`"
+            )
+    else:
+        lines.append("No configuration improves any measured task with a held-out confirmation.")
+    lines += ["", "## Per model and task", ""]
+    for m in models:
+        lines.append(f"### {m}")
+        lines.append("")
+        lines += [_group_summary(g) for g in groups if g.model == m]
+        lines.append("")
+    lines += ["## Which layers help or hurt (single-layer repeats, normalised depth)", ""]
+    for g in groups:
+        if not g.layer_reps and not g.subs:
+            continue
+        lines += [f"### {g.model} · {g.task}", "", *_layers_table(g), ""]
+        depth = g.n_layers() or 1
+        early = [r for r in g.rows if not r.is_base and r.sub_key and r.sub_key[0] / depth < EARLY]
+        if early:
+            scale, unit = _unit(g)
+            parts = [f"{r.sub_key[0]}.{r.sub_key[1]} {_pm(r, scale)} ({_verdict(r)})" for r in early]
+            lines += [f"First layers (depth < {EARLY}), one extra copy: " + "; ".join(parts) + f" ({unit}).", ""]
+    lines += ["## How many repeats", ""]
+    for g in groups:
+        rep = _repeats_lines(g)
+        if rep:
+            lines += [f"- {g.model} · {g.task}:", *rep]
+    lines += [
+        "",
+        "## Is bits per byte a usable proxy for the benchmarks?",
+        "",
+        *(_proxy_lines(groups) or ["(needs a perplexity task and a benchmark in one study)"]),
+        "",
+    ]
+    lines += ["## Gain per extra FLOP", ""]
+    for g in groups:
+        front = g.pareto()
+        scale, unit = _unit(g)
+        if front:
+            pts = "; ".join(f"`{r.config}` {scale * r.gain:+.2f} at +{g.cost(r):.1f}% FLOPs" for r in front)
+            lines.append(f"- {g.model} · {g.task} Pareto front ({unit}): {pts}")
+        else:
+            lines.append(f"- {g.model} · {g.task}: no configuration beats the base at any extra cost")
+    lines += [
+        "",
+        "## Limits",
+        "",
+        "All four models are small, 4-bit-quantized checkpoints run dequantized; benchmark items are zero-shot; "
+        "the item counts bound the detectable effects (see `findings/sizing-*.txt`, from `frankenlm study --spec "
+        "findings/protocol.json --dry-run`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_findings(run_dirs: list[Path], out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(findings_markdown(run_dirs), encoding="utf-8")
+    return out
