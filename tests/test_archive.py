@@ -83,3 +83,11 @@ def test_findings_are_generated_from_the_results_alone(tiny_dir, tmp_path):  # n
         assert heading in text
     bad = CliRunner().invoke(app, ["findings", str(tmp_path), "--out", str(out)])
     assert bad.exit_code == 2 and "has no results.csv" in bad.output
+
+
+def test_a_study_refuses_a_foreign_archive_before_writing(tiny_dir, tmp_path):  # noqa: F811
+    bad = tmp_path / "x.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(FrankenError, match="x.parquet' is not a Parquet file"):
+        run_study(tiny_spec(str(tiny_dir)), tmp_path / "run", archives=[bad])
+    assert not (tmp_path / "run").exists()

@@ -78,6 +78,13 @@ def call_forward(
     return logits
 
 
+def token_logprobs(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of logits [n, V]: log-softmax(logits)[target] in lm-eval's arithmetic (fp32 log_softmax, gather)
+    and whether the target is the argmax."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return logp.gather(1, target[:, None]).squeeze(1), logp.argmax(dim=-1) == target
+
+
 def continuation_logprob(logits: torch.Tensor, targets: Sequence[int]) -> tuple[float, bool]:
     """(sum of log-softmax(logits)[t, targets[t]], all targets are argmax) for logits [len(targets), V].
 
@@ -91,9 +98,9 @@ def continuation_logprob(logits: torch.Tensor, targets: Sequence[int]) -> tuple[
     picked = []
     greedy = True
     for s in range(0, n, chunk):
-        logp = torch.log_softmax(logits[s : s + chunk].float(), dim=-1)
-        picked.append(logp.gather(1, target[s : s + chunk, None]).squeeze(1))
-        greedy = greedy and bool((logp.argmax(dim=-1) == target[s : s + chunk]).all())
+        lp, is_max = token_logprobs(logits[s : s + chunk], target[s : s + chunk])
+        picked.append(lp)
+        greedy = greedy and bool(is_max.all())
     return float(torch.cat(picked).sum()), greedy
 
 

@@ -42,8 +42,10 @@ from frankenlm.eval.forward import (
     eval_mode,
     model_device,
     model_max_length,
+    plain_forward,
     right_padded,
     rolling_windows,
+    token_logprobs,
 )
 from frankenlm.eval.packing import (
     HeadFn,
@@ -118,7 +120,7 @@ class Scorer:
         self.max_length = max_length
         self.add_bos_token = add_bos_token
         self.device = model_device(model) if device is None else torch.device(device)
-        self.forward: ForwardFn = forward if forward is not None else self.model_forward
+        self.forward: ForwardFn = forward if forward is not None else plain_forward(model)
         self.custom_forward = forward is not None or hidden is not None
         self.hidden_given = hidden is not None
         # fast scoring needs hidden states and the head; a caller's logits `forward` keeps HFLM's layout
@@ -133,12 +135,6 @@ class Scorer:
         if self.prefix_token_id is None:
             raise FrankenError("the tokenizer has neither a BOS nor an EOS token, needed as the prefix token")
         self._prefix_string = tokenizer.decode([self.prefix_token_id])
-
-    # ------------------------------------------------------------------------------------ model access
-
-    def model_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The default `forward`: the model's logits for a batch."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     # ------------------------------------------------------------------------------------ tokenization
 
@@ -273,19 +269,16 @@ class Scorer:
         """Per scored row: log-softmax(head(hidden))[target] in fp32 (lm-eval's arithmetic) and whether the
         target is the argmax; the head runs on bounded chunks of rows."""
         target = torch.tensor(list(targets), dtype=torch.long, device=hidden.device)
-        vocab = None
         out_lp, out_gr = [], []
-        s, chunk = 0, max(1, _HEAD_CHUNK_ELEMENTS // 65536)
+        s, chunk = 0, max(1, _HEAD_CHUNK_ELEMENTS // 65536)  # a guess of the vocabulary for the first chunk
         while s < len(target):
             logits = self.head(hidden[s : s + chunk])
-            if vocab is None:  # size chunks by the real vocabulary after the first one
-                vocab = logits.shape[-1]
-            logp = torch.log_softmax(logits.float(), dim=-1)
             t = target[s : s + chunk]
-            out_lp.append(logp.gather(1, t[:, None]).squeeze(1))
-            out_gr.append(logp.argmax(dim=-1) == t)
+            lp, greedy = token_logprobs(logits, t)
+            out_lp.append(lp)
+            out_gr.append(greedy)
             s += len(t)
-            chunk = max(1, _HEAD_CHUNK_ELEMENTS // vocab)
+            chunk = max(1, _HEAD_CHUNK_ELEMENTS // logits.shape[-1])  # then sized by the real one
         return torch.cat(out_lp).cpu(), torch.cat(out_gr).cpu()
 
     def _call_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -305,6 +298,13 @@ class Scorer:
         """lm-eval `loglikelihood`: (summed log-probability in nats, is_greedy) per request."""
         return [r.as_tuple() for r in self.loglikelihood_detailed(requests, progress)]
 
+    def rolling_pairs(self, tokens: Sequence[int]) -> list[tuple[list[int], list[int]]]:
+        """A text's rolling windows as (context, continuation) token pairs: what `score_token_pairs` scores."""
+        return [
+            (inp[: len(inp) - len(target) + 1], target)
+            for inp, target in rolling_windows(tokens, self.max_length, self.prefix_token_id)
+        ]
+
     def loglikelihood_rolling_detailed(
         self, requests: Sequence[RollingRequest | str], progress: ProgressFn | None = None
     ) -> list[RollingResult]:
@@ -315,9 +315,9 @@ class Scorer:
         for k, text in enumerate(texts):
             tokens = self.encode(text)
             n_tokens[k] = len(tokens)
-            for inp, target in rolling_windows(tokens, self.max_length, self.prefix_token_id):
+            for pair in self.rolling_pairs(tokens):
                 owners.append(k)
-                pairs.append((inp[: len(inp) - len(target) + 1], target))  # (context, continuation)
+                pairs.append(pair)
         window_progress = None if progress is None else _WindowProgress(len(pairs), len(texts), progress)
         scored = self.score_token_pairs(pairs, window_progress)
         if window_progress is not None:

@@ -17,6 +17,7 @@ from frankenlm.model.arch import (
     Arch,
     ScaleSite,
     arch_of,
+    branch_scales,
     mergekit_scalable,
     scale_gguf_stem,
     scale_module,
@@ -32,9 +33,7 @@ def facts(model_type: str) -> Arch:
     return arch_of(model_type)
 
 
-def ref_scales(ref) -> dict[str, float]:
-    """branch → scale of a plan position."""
-    return {"attn": ref.attn_scale, "mlp": ref.mlp_scale, "qk": ref.qk_scale}
+ref_scales = branch_scales
 
 
 def is_scaled(ref) -> bool:

@@ -24,7 +24,7 @@ Branch scales (healed repeats, see `frankenlm.model.plan.LayerRef`) are defined 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -142,20 +142,8 @@ LLAMA = Arch(
     ),
 )
 
-QWEN2 = Arch(
-    name="qwen2",
-    model_types=("qwen2",),
-    layers=LLAMA.layers,
-    final_norm=LLAMA.final_norm,
-    attn=LLAMA.attn,
-    mlp=LLAMA.mlp,
-    attn_norms=LLAMA.attn_norms,
-    mlp_norms=LLAMA.mlp_norms,
-    zeroed=_LLAMA_ZEROED,
-    attn_scale=LLAMA.attn_scale,
-    mlp_scale=LLAMA.mlp_scale,
-    qk_scale=LLAMA.qk_scale,  # q_proj has a bias in qwen2: scaled with the weight
-)
+# llama's layout; q_proj has a bias in qwen2, scaled with the weight (the sites list biases)
+QWEN2 = replace(LLAMA, name="qwen2", model_types=("qwen2",))
 
 GEMMA3 = Arch(
     name="gemma3",
@@ -199,6 +187,11 @@ def arch_of(model_or_config) -> Arch:
 # -------------------------------------------------------------------------------- materialized branch scales
 
 SCALE_BRANCHES = ("attn", "mlp", "qk")
+
+
+def branch_scales(ref) -> dict[str, float]:
+    """branch (``attn``, ``mlp``, ``qk``) → the scale a `LayerRef` puts on it."""
+    return {"attn": ref.attn_scale, "mlp": ref.mlp_scale, "qk": ref.qk_scale}
 
 
 def scale_site(arch: Arch, branch: str) -> ScaleSite:

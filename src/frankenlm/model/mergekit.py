@@ -25,13 +25,16 @@ from collections.abc import Mapping
 import yaml
 
 from frankenlm.errors import FrankenError
-from frankenlm.model.arch import LLAMA, SCALE_BRANCHES, Arch, arch_of, mergekit_scalable, scale_module
+from frankenlm.model.arch import (
+    LLAMA,
+    SCALE_BRANCHES,
+    Arch,
+    arch_of,
+    branch_scales,
+    mergekit_scalable,
+    scale_module,
+)
 from frankenlm.model.plan import LayerPlan, LayerRef, coerce_plan, format_plan
-
-
-def _scales(ref: LayerRef) -> dict[str, float]:
-    return {"attn": ref.attn_scale, "mlp": ref.mlp_scale, "qk": ref.qk_scale}
-
 
 DTYPES = ("float32", "bfloat16", "float16")
 _BRANCH_OF_FILTER = {}  # filter text → branch, for reading (both the module path and its last part)
@@ -47,7 +50,7 @@ def _num(x: float):
 
 
 def _scale_parameters(ref: LayerRef, facts: Arch | None) -> dict | None:
-    sc = _scales(ref)
+    sc = branch_scales(ref)
     if all(s == 1.0 for s in sc.values()):
         return None
     entries = [{"filter": scale_module(facts, b), "value": _num(s)} for b, s in sc.items() if s != 1.0]
@@ -99,7 +102,7 @@ def to_mergekit(
             j + 1 < len(refs)
             and refs[j + 1].source == refs[i].source
             and refs[j + 1].layer == refs[j].layer + 1
-            and _scales(refs[j + 1]) == _scales(refs[i])
+            and branch_scales(refs[j + 1]) == branch_scales(refs[i])
         ):
             j += 1
         src = refs[i].source
@@ -161,12 +164,7 @@ def _read_scales(params, k: int) -> dict[str, float]:
 def _ref(layer: int, alias, scales: dict[str, float]) -> LayerRef:
     if not any(v != 1.0 for v in scales.values()):
         return LayerRef(layer, alias)
-    try:
-        return LayerRef(layer, alias, "block", **{f"{b}_scale": v for b, v in scales.items()})
-    except TypeError:
-        raise FrankenError(
-            "this frankenlm's layer plans have no scaled positions: scale parameters cannot be read"
-        ) from None
+    return LayerRef(layer, alias, "block", **{f"{b}_scale": v for b, v in scales.items()})
 
 
 def from_mergekit(text: str) -> tuple[LayerPlan, dict[str | None, str]]:

@@ -344,6 +344,13 @@ def cost_label(g: Group) -> str:
     return "extra FLOPs per token (% of base)" if g.cost_in_percent else "extra FLOPs per token (GFLOP)"
 
 
+def _stopped_marks(ax, pts) -> None:
+    """Early-stopped configurations: grey crosses at their (cost, gain)."""
+    ax.scatter(
+        [p[0] for p in pts], [p[1] for p in pts], s=14, marker="x", color="#999999", lw=0.8, label="early-stopped"
+    )
+
+
 def fig_cost(g: Group):
     from matplotlib.lines import Line2D
 
@@ -382,15 +389,7 @@ def fig_cost(g: Group):
         below = [p for p in stopped if p[1] < ylo]
         ax.set_ylim(ylo, yhi)
         if inside:
-            ax.scatter(
-                [p[0] for p in inside],
-                [p[1] for p in inside],
-                s=14,
-                marker="x",
-                color="#999999",
-                lw=0.8,
-                label="early-stopped",
-            )
+            _stopped_marks(ax, inside)
         for sel, y, m in ((above, yhi, "^"), (below, ylo, "v")):
             if sel:
                 ax.scatter(
@@ -403,15 +402,7 @@ def fig_cost(g: Group):
                     label=f"early-stopped, off scale ({'above' if m == '^' else 'below'})",
                 )
     elif stopped:
-        ax.scatter(
-            [p[0] for p in stopped],
-            [p[1] for p in stopped],
-            s=14,
-            marker="x",
-            color="#999999",
-            lw=0.8,
-            label="early-stopped",
-        )
+        _stopped_marks(ax, stopped)
     if front:
         fx = [0.0] + [p[0] for p in front]
         fy = [0.0] + [p[1] for p in front]

@@ -54,8 +54,7 @@ def export_store(store: Store | str | Path, out: str | Path, since: float | None
     return len(rows)
 
 
-def read_archive(path: str | Path) -> list[tuple]:
-    """The rows of an archive file, in `_COLUMNS` order (FrankenError naming the file if it is not one)."""
+def _read(path: str | Path, schema_only: bool):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -63,13 +62,26 @@ def read_archive(path: str | Path) -> list[tuple]:
     if not path.is_file():
         raise FrankenError(f"results archive {str(path)!r} does not exist")
     try:
-        table = pq.read_table(path)
+        got = pq.read_schema(path) if schema_only else pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         raise FrankenError(f"results archive {str(path)!r} is not a Parquet file ({e})") from None
-    if tuple(table.column_names) != _COLUMNS:
+    names = got.names if schema_only else got.column_names
+    if tuple(names) != _COLUMNS:
         raise FrankenError(
-            f"results archive {str(path)!r} is not a frankenlm store export (columns {', '.join(table.column_names)})"
+            f"results archive {str(path)!r} is not a frankenlm store export (columns {', '.join(names)})"
         )
+    return got
+
+
+def check_archive(path: str | Path) -> None:
+    """Refuse (FrankenError naming the file) a missing file or one that is not a store export; reads only the
+    file's schema, so a study can check its archives before it starts without reading them twice."""
+    _read(path, schema_only=True)
+
+
+def read_archive(path: str | Path) -> list[tuple]:
+    """The rows of an archive file, in `_COLUMNS` order (FrankenError naming the file if it is not one)."""
+    table = _read(path, schema_only=False)
     cols = [table.column(c).to_pylist() for c in _COLUMNS]
     return list(zip(*cols, strict=True))
 

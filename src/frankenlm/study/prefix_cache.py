@@ -10,16 +10,15 @@ attention types) is the same, so the logits are identical to a full forward pass
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from frankenlm.eval.forward import ForwardFn as Forward
+from frankenlm.eval.forward import plain_forward
 from frankenlm.eval.packing import HiddenFn, PackedBatch, decoder_hidden, model_inputs, output_head
 from frankenlm.model.frankenmodel import build_frankenmodel, decoder_layers
 from frankenlm.model.plan import LayerPlan, LayerRef
-
-Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def base_prefix_length(plan: LayerPlan) -> int:
@@ -69,13 +68,6 @@ def hooked_hidden(model: nn.Module, inputs: dict, *, layers=None, pre=None, post
     finally:
         for h in handles:
             h.remove()
-
-
-def plain_forward(model: nn.Module) -> Forward:
-    def fwd(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-
-    return fwd
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -25,7 +25,7 @@ from frankenlm.model.costs import plan_costs
 from frankenlm.model.loading import LoadedModel, load_model, parse_device, resolve
 from frankenlm.model.plan import LayerPlan, identity_plan, repeat_layer_plan
 from frankenlm.study import analysis, designs
-from frankenlm.study.archive import import_store, read_archive
+from frankenlm.study.archive import check_archive, import_store
 from frankenlm.study.designs import Candidate
 from frankenlm.study.items import TaskItems, select_items
 from frankenlm.study.signals import SignalRecorder
@@ -160,7 +160,7 @@ class StudyRun:
                     f"be paired with numbers computed on {self.device_type}), or use another --out"
                 )
         for a in self.archives:  # a missing or foreign archive is refused before anything is written
-            read_archive(a)
+            check_archive(a)
         if self.store_path.exists():  # a store given that is not one: refuse now, not after loading a model
             self._open_store().close()
             self.store = None

@@ -61,7 +61,7 @@ def config_counts(spec: StudySpec, depth: int) -> tuple[int, int]:
     return static, adaptive
 
 
-def run_tokens(scorer: Scorer, docs, max_length: int, fast: bool) -> int:
+def run_tokens(scorer: Scorer, docs, fast: bool) -> int:
     """Tokens the model runs to score `docs` once (fast: packs; lm-eval: one row per request)."""
     pairs = []
     for d in docs:
@@ -69,15 +69,12 @@ def run_tokens(scorer: Scorer, docs, max_length: int, fast: bool) -> int:
             if isinstance(r, LoglikelihoodRequest):
                 pairs.append(scorer.encode_pair(r.context, r.continuation))
             elif isinstance(r, RollingRequest):
-                from frankenlm.eval.forward import rolling_windows
-
-                for inp, tgt in rolling_windows(scorer.encode(r.text), max_length, scorer.prefix_token_id):
-                    pairs.append((inp[: len(inp) - len(tgt) + 1], tgt))
+                pairs.extend(scorer.rolling_pairs(scorer.encode(r.text)))
             else:  # generation: the context once, plus the new tokens (bounded by max_new_tokens)
                 pairs.append((scorer.encode(r.context), [0] * int(getattr(r, "max_new_tokens", 1))))
     if fast:
-        return sum(len(p) for p in make_packs(pairs, max_length))
-    return sum(min(len(c) + len(t) - 1, max_length) for c, t in pairs)
+        return sum(len(p) for p in make_packs(pairs, scorer.max_length))
+    return sum(min(len(c) + len(t) - 1, scorer.max_length) for c, t in pairs)
 
 
 def tokens_per_second(lm: LoadedModel, context: int, seconds: float = 3.0) -> float:
@@ -146,8 +143,8 @@ def size_model(spec: StudySpec, lm: LoadedModel, measure: bool = True) -> ModelC
                 budget.name,
                 len(items.search),
                 len(items.heldout),
-                run_tokens(scorer, items.search, spec.context_length, fast),
-                run_tokens(scorer, items.heldout, spec.context_length, fast),
+                run_tokens(scorer, items.search, fast),
+                run_tokens(scorer, items.heldout, fast),
                 items.primary in ("acc", "acc_norm", "exact_match"),
             )
         )

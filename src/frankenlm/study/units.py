@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from frankenlm.eval.evaluate import run_task
+from frankenlm.eval.forward import plain_forward
 from frankenlm.eval.packing import decoder_hidden
 from frankenlm.eval.scorer import Scorer
 from frankenlm.eval.tasks import get_task
@@ -21,7 +22,7 @@ from frankenlm.eval.tasks.requests import GenerateRequest
 from frankenlm.model.frankenmodel import build_frankenmodel
 from frankenlm.model.loading import LoadedModel
 from frankenlm.model.plan import LayerPlan, identity_plan
-from frankenlm.study.prefix_cache import PrefixCache, base_prefix_length, plain_forward
+from frankenlm.study.prefix_cache import PrefixCache, base_prefix_length
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import Store, Unit, item_set_digest
 
