@@ -9,6 +9,11 @@ context + continuation of every request, the same count for both), each side's s
 the speed-up, and the largest per-request |log-likelihood| difference against lm-eval's logged responses. The load
 average is printed beside every figure (the machine is shared).
 
+Beside each speed-up, the bound the layouts set: the forward FLOPs of HFLM's batches (its Collator's rows, padding
+included, the head on every position; reproduced by frankenlm's lm-eval mode) over those of the fast layout's
+batches (padding included, the head once per scored hidden state). At equal FLOP rates the speed-up is this
+ratio; more than it comes from HFLM's per-request overhead.
+
 `--peak` also measures the machine's bf16 matmul peak (4096² GEMMs) and the FLOP rate a plain bf16 forward of
 the model reaches (512-token rows), from one run.
 
@@ -66,6 +71,32 @@ def frankenlm_side(lm, task: str, limit: int, batch_size: int, max_length: int, 
     return seconds, lls, work
 
 
+def layout_flops(lm, task: str, limit: int, batch_size: int, max_length: int) -> tuple[float, float]:
+    """Forward FLOPs of (HFLM's batches, the fast layout's batches) for the task's first `limit` items."""
+    from frankenlm.eval.packing import fill_batches, make_packs
+    from frankenlm.model.costs import plan_costs
+
+    docs = select_docs(get_task(task), limit=limit, seed=0, split="all", limit_mode="first")
+    scorer = Scorer(lm.model, lm.tokenizer, batch_size=batch_size, max_length=max_length, scoring="lm-eval")
+    pairs = [scorer.encode_pair(r.context, r.continuation) for d in docs for r in d.requests]
+    out = lm.model.get_output_embeddings()
+    head = 2.0 * out.weight.numel()
+
+    def body(width: int) -> float:  # per token: every layer at this row width (no head)
+        return plan_costs(lm.model, None, context=width).flops_per_token - head
+
+    hflm = 0.0
+    for batch in scorer.batch_plan(pairs):
+        width = max(min(len(pairs[i][0]) + len(pairs[i][1]), max_length + 1) - 1 for i in batch)
+        hflm += len(batch) * width * (body(width) + head)
+    fast = 0.0
+    for rows in fill_batches(make_packs(pairs, max_length), batch_size):
+        width = len(rows[0][0])
+        scored = sum(len({i for idx in p.scored() for i in idx}) for row in rows for p in row)
+        fast += len(rows) * width * body(width) + scored * head
+    return hflm, fast
+
+
 def peak(lm, threads: int) -> None:
     from frankenlm.model.costs import plan_costs
 
@@ -110,6 +141,7 @@ def main() -> None:
     modes = ["fast", *(["lm-eval"] if args.exact else [])]
     print(f"{args.model} {args.dtype}, {args.threads} threads, batch {args.batch_size}, first {args.limit} items")
     total = {HFLM: 0.0, **{m: 0.0 for m in modes}}
+    flops = [0.0, 0.0]
     for task in args.tasks.split(","):
         best: dict[str, float] = {}
         theirs: list[list[float]] = []
@@ -125,6 +157,9 @@ def main() -> None:
                 best[side] = min(best.get(side, float("inf")), s)
         for side in best:
             total[side] += best[side]
+        hflm_flops, fast_flops = layout_flops(lm, task, args.limit, args.batch_size, args.max_length)
+        bound = hflm_flops / fast_flops
+        flops = [flops[0] + hflm_flops, flops[1] + fast_flops]
         line = [f"{task}: {work:,} request tokens; lm-eval HFLM {best[HFLM]:.1f} s ({work / best[HFLM]:,.0f} tok/s)"]
         for m in modes:
             diff = max(abs(a - b) for x, y in zip(mine[m], theirs, strict=True) for a, b in zip(x, y, strict=True))
@@ -132,8 +167,13 @@ def main() -> None:
                 f"frankenlm {m} {best[m]:.1f} s ({work / best[m]:,.0f} tok/s) = {best[HFLM] / best[m]:.2f}x, "
                 f"max |Δ loglik| {diff:.1e}"
             )
+        line.append(f"FLOP ratio of the layouts (HFLM / fast) {bound:.2f}x")
         print("; ".join(line) + f" [{load()}]", flush=True)
-    print("all tasks: " + ", ".join(f"{m} {total[HFLM] / total[m]:.2f}x lm-eval" for m in modes) + f" [{load()}]")
+    print(
+        "all tasks: "
+        + ", ".join(f"{m} {total[HFLM] / total[m]:.2f}x lm-eval" for m in modes)
+        + f"; FLOP ratio of the layouts {flops[0] / flops[1]:.2f}x [{load()}]"
+    )
     if args.peak:
         peak(lm, args.threads)
 

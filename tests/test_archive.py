@@ -91,3 +91,63 @@ def test_a_study_refuses_a_foreign_archive_before_writing(tiny_dir, tmp_path):  
     with pytest.raises(FrankenError, match="x.parquet' is not a Parquet file"):
         run_study(tiny_spec(str(tiny_dir)), tmp_path / "run", archives=[bad])
     assert not (tmp_path / "run").exists()
+
+
+def test_findings_from_committed_results_alone(tiny_dir, tmp_path):  # noqa: F811
+    """`store export --with-manifest` writes a folder that `frankenlm findings` turns into the same document as
+    the run directory (figures included), and the per-item ceiling equals a hand count over the stored items."""
+    import json
+    from dataclasses import replace
+
+    from frankenlm.study.spec import TaskBudget
+
+    spec = replace(tiny_spec(str(tiny_dir)), tasks=[TaskBudget("arc_easy", search_items=24, heldout_items=12)])
+    run = run_study(spec, tmp_path / "run")
+    committed = tmp_path / "committed"
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["store", "export", str(run), "--out", str(committed / "results-1.parquet"), "--with-manifest"]
+    )
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in committed.iterdir()) == ["manifest.json", "results-1.parquet", "spec.json"]
+    docs = tmp_path / "docs"
+    a = runner.invoke(app, ["findings", str(committed), "--out", str(docs / "FINDINGS.md")])
+    assert a.exit_code == 0, a.output
+    b = runner.invoke(app, ["findings", str(run), "--out", str(tmp_path / "from-run.md")])
+    assert b.exit_code == 0, b.output
+    text, again = (docs / "FINDINGS.md").read_text(), (tmp_path / "from-run.md").read_text()
+    assert f"`frankenlm findings {committed}`" in text
+    assert text.splitlines()[3:] == again.splitlines()[3:]  # the same document below the header
+    assert "## The per-item ceiling" in text and any((docs / "findings").glob("repeats-*.png"))
+
+    # the ceiling by hand: base-wrong search items that some full-budget configuration gets right
+    study = json.loads((run / "study.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
+    ((model, info),) = manifest["models"].items()
+    ceiling = study["ceiling"][model]["arc_easy"]
+    t = info["tasks"]["arc_easy"]
+    store = Store(run / "results.sqlite", context_length=spec.context_length, scoring=spec.scoring)
+    from frankenlm.study.store import item_set_digest
+
+    def items(plan, slices):
+        out = []
+        for ids in slices:
+            got = store.get(Unit(info["digest"], plan, "arc_easy", item_set_digest("arc_easy", ids), spec.dtype))
+            if got is None:
+                return None
+            out += got
+        return {r["item_id"]: r["metrics"][t["primary"]] == 1 for r in out}
+
+    base = items(f"0..{info['depth'] - 1}", t["slices"])
+    wrong = {i for i, ok in base.items() if not ok}
+    fixed = set()
+    n_full = 0
+    for c in info["configs"]:
+        got = items(c["plan"], t["slices"])
+        if got is not None:
+            n_full += 1
+            fixed |= {i for i in wrong if got[i]}
+    store.close()
+    assert ceiling["search_base_wrong"] == len(wrong) and ceiling["search_fixed_by_some"] == len(fixed)
+    assert ceiling["configurations"] == n_full and ceiling["chosen_fixed"] <= ceiling["heldout_base_wrong"]
+    assert f"wrong; some one of {n_full} configurations gets {len(fixed)} of them right" in text

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from frankenlm.eval.packing import Pack, make_packs, order_packs, pack_batch
+from frankenlm.eval.packing import Pack, fill_batches, make_packs, order_packs, pack_batch
 from frankenlm.eval.scorer import Scorer
 from frankenlm.model.frankenmodel import build_frankenmodel
 from frankenlm.model.plan import parse_plan
@@ -59,6 +59,34 @@ def test_block_mask_keeps_segments_apart_and_restarts_positions():
     assert pad[1].tolist() == [False, True, False, False, False]  # a padding query sees only itself
     sliding = batch.attention_4d(window=2)[0, 0]
     assert sliding[3].tolist() == [False, False, True, True, False]  # positions 1 back at most
+
+
+def test_two_packs_in_one_row_never_see_each_other():
+    a, b = Pack((5, 6), ((7, 8),), ((0,),)), Pack((1, 2), ((3,), (4,)), ((1,), (2,)))
+    batch = pack_batch([[a, b], Pack((9,), ((9, 9, 9, 9),), ((3,),))])
+    assert batch.group_ids[0].tolist() == [0, 0, 0, 1, 1] and batch.position_ids[0].tolist() == [0, 1, 2, 0, 1]
+    m = batch.attention_4d()[0, 0]
+    assert m[3].tolist() == [False, False, False, True, False]  # b's first token: its own pack only
+    assert m[4].tolist() == [False, False, False, True, True]
+    assert m[2].tolist() == [True, True, True, False, False]
+    assert not batch.plain and pack_batch([a]).plain
+    assert batch.key_digest() != pack_batch([[b, a], Pack((9,), ((9, 9, 9, 9),), ((3,),))]).key_digest()
+
+
+def test_fill_batches_runs_every_pack_once_within_each_batch_width():
+    packs = make_packs(_random_pairs(40, seed=11), max_length=64)
+    batches = fill_batches(packs, rows=3)
+    placed = [p for b in batches for row in b for p in row]
+    assert sorted(placed, key=lambda p: p.tokens) == sorted(packs, key=lambda p: p.tokens)
+    for b in batches:
+        assert len(b) <= 3
+        assert all(sum(len(p) for p in row) <= len(b[0][0]) for row in b)  # the first pack sets the width
+    # fewer padded tokens than one pack per row in the same longest-first order
+    one_per_row = [order_packs(packs)[i : i + 3] for i in range(0, len(packs), 3)]
+    cost = sum(len(b) * max(sum(len(p) for p in row) for row in b) for b in batches)
+    assert cost < sum(len(c) * len(c[0]) for c in one_per_row)
+    assert any(len(row) > 1 for b in batches for row in b)
+    assert fill_batches(packs, rows=3) == batches  # deterministic
 
 
 def _random_pairs(n_items: int, seed: int):

@@ -178,6 +178,36 @@ def test_kill_minus_nine_then_resume_equals_uninterrupted_run(tiny_dir, tmp_path
     assert (run_dir / "report.html").exists()
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_a_study_at_once_and_it_resumes(tiny_dir, tmp_path):
+    """SIGINT (Ctrl-C) mid-study: exit status 130 within seconds, a one-line message, the store intact; the same
+    command then finishes. (A study started with `cmd &` from a non-interactive shell ignores SIGINT, as POSIX
+    has background jobs do: stop those with SIGTERM, which the store survives like SIGKILL.)"""
+    spec = tiny_spec(str(tiny_dir))
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(spec.to_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    run_dir = tmp_path / "run"
+    p = subprocess.Popen(_study_cmd(spec_path, run_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:  # wait until units are being written
+        db = run_dir / "results.sqlite"
+        if db.exists() and Store(db).count() >= 3:
+            break
+        time.sleep(0.2)
+    assert p.poll() is None, "the study finished before it could be interrupted"
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and time.time() - t0 < 15
+    assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+    st = Store(run_dir / "results.sqlite")
+    assert st.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    st.close()
+    subprocess.run(_study_cmd(spec_path, run_dir), check=True, env=env, capture_output=True, timeout=600)
+    assert (run_dir / "results.csv").is_file()
+
+
 def test_designs_generate_the_expected_plans():
     assert len(designs.repeat_block(30)) == 465
     assert len(designs.repeat_layer(30, max_repeats=3, every=3)) == 30

@@ -513,17 +513,31 @@ def report(run_dir: Path = typer.Argument(..., help="a study's run directory")) 
 @app.command()
 @friendly
 def findings(
-    run_dirs: list[Path] = typer.Argument(..., help="study run directories (results.csv, study.json)"),
+    run_dirs: list[Path] = typer.Argument(
+        ...,
+        help="study run directories (results.csv, study.json), or directories of committed results (spec.json, "
+        "manifest.json, *.parquet: written by `frankenlm store export RUN --with-manifest`)",
+    ),
     out: Path = typer.Option(Path("docs/FINDINGS.md"), "--out", "-o", help="Markdown file to write"),
 ) -> None:
-    """Write the findings document from studies' results (never recomputes a model)."""
+    """Write the findings document (and its figures, beside it) from studies' results (never recomputes a
+    model). Committed results are first rebuilt into a temporary run directory."""
+    import tempfile
+
     from frankenlm.report.findings import write_findings
+    from frankenlm.study.runner import is_committed_results, rebuild_run
 
     for d in run_dirs:
-        if not (d / "results.csv").is_file():
-            raise FrankenError(f"{str(d)!r} has no results.csv: give study run directories (frankenlm report DIR)")
+        if not (d / "results.csv").is_file() and not is_committed_results(d):
+            raise FrankenError(
+                f"{str(d)!r} has no results.csv and is not a directory of committed results: give study run "
+                "directories (frankenlm report DIR) or what `frankenlm store export RUN --with-manifest` wrote"
+            )
     writable_file(out, "--out")
-    console.print(f"findings: {write_findings(list(run_dirs), out)}", highlight=False)
+    with tempfile.TemporaryDirectory(prefix="frankenlm-findings-") as tmp:
+        dirs = [rebuild_run(d, Path(tmp) / f"run{k}") if is_committed_results(d) else d for k, d in enumerate(run_dirs)]
+        path = write_findings(dirs, out, sources=[str(d) for d in run_dirs])
+    console.print(f"findings: {path}", highlight=False)
 
 
 @store_app.command("export")
@@ -533,17 +547,32 @@ def store_export(
     out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write (zstd-compressed)"),
     since: float | None = typer.Option(None, "--since", help="only rows created after this Unix time"),
     force: bool = typer.Option(False, "--force", help="replace an existing file"),
+    with_manifest: bool = typer.Option(
+        False,
+        "--with-manifest",
+        help="also copy the run's spec.json and manifest.json beside the archive (replacing earlier copies), so "
+        "that the folder alone rebuilds the run: `frankenlm findings FOLDER`",
+    ),
 ) -> None:
     """Write every stored unit (per-item results and all) to one compact Parquet file, for committing."""
+    import shutil
+
     from frankenlm.export.files import check_file_target
     from frankenlm.study.archive import export_store
+    from frankenlm.study.runner import RUN_FILES
 
     path = source / "results.sqlite" if source.is_dir() else source
     if not path.is_file():
         raise FrankenError(f"{str(source)!r} is neither a run directory with a results.sqlite nor a results store")
+    if with_manifest and not all((source / f).is_file() for f in RUN_FILES):
+        raise FrankenError(f"--with-manifest needs a run directory with {' and '.join(RUN_FILES)}: {str(source)!r}")
     check_file_target(out, force, "store export", "results.parquet")
     n = export_store(path, out, since=since)
     console.print(f"wrote {n} units to {out}", highlight=False)
+    if with_manifest:
+        for f in RUN_FILES:
+            shutil.copyfile(source / f, out.parent / f)
+        console.print(f"copied {', '.join(RUN_FILES)} to {out.parent}", highlight=False)
 
 
 @store_app.command("import")

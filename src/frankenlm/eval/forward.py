@@ -78,11 +78,15 @@ def call_forward(
     return logits
 
 
-def token_logprobs(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of logits [n, V]: log-softmax(logits)[target] in lm-eval's arithmetic (fp32 log_softmax, gather)
-    and whether the target is the argmax."""
+def token_logprobs(
+    logits: torch.Tensor, target: torch.Tensor, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per target: log-softmax(logits[row])[target] in lm-eval's arithmetic (fp32 log_softmax, gather) and
+    whether the target is the row's argmax; rows [n] index logits [m, V] (default: target k reads row k)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    return logp.gather(1, target[:, None]).squeeze(1), logp.argmax(dim=-1) == target
+    if rows is None:
+        return logp.gather(1, target[:, None]).squeeze(1), logp.argmax(dim=-1) == target
+    return logp[rows, target], logp.argmax(dim=-1)[rows] == target
 
 
 def continuation_logprob(logits: torch.Tensor, targets: Sequence[int]) -> tuple[float, bool]:

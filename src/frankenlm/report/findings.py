@@ -9,7 +9,10 @@ only when it is `confirmed`: Holm-significant on search items *and* its held-out
 Questions answered, per model: which single-layer repeats help or hurt (on normalised depth, the first layers
 singled out, whole and attention-only), how the gain changes with the number of repeats, how the picture changes
 with size, whether bits per byte ranks configurations as the benchmarks do (Spearman rho over the
-configurations both measured), the winner's curse (search → held-out shrinkage), and gain per extra FLOP.
+configurations both measured), the per-item ceiling (how many of the base's wrong answers some configuration
+gets right, against what the configuration chosen on search items fixes on held-out items), the winner's curse
+(search → held-out shrinkage), and gain per extra FLOP. Figures (matplotlib, the report's own) are written to a
+folder beside the document and linked from it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from frankenlm.study.results import Group, ResultRow, fin, read_results
 
 EARLY = 0.15  # "the first layers": normalised depth below this
+FIGURES = "findings"  # the figures' folder, beside the document
 
 
 def _pm(r: ResultRow, scale: float) -> str:
@@ -136,17 +140,116 @@ def _proxy_lines(groups: list[Group]) -> list[str]:
     return out
 
 
-def findings_markdown(run_dirs: list[Path]) -> str:
-    """The document (see the module docstring) for the studies in `run_dirs`."""
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    if not xs:
+        return math.nan
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def _size_lines(groups: list[Group], params: dict[str, int]) -> list[str]:
+    """Per task, the models from smallest to largest: how many configurations are worse, the best one, and the
+    median gain of a single layer repeated once."""
+    out = []
+    for task in dict.fromkeys(g.task for g in groups):
+        gs = sorted([g for g in groups if g.task == task], key=lambda g: (params.get(g.model, 0), g.model))
+        if len(gs) < 2:
+            continue
+        scale, unit = _unit(gs[0])
+        out.append(f"- **{task}** ({unit}), smallest model first:")
+        for g in gs:
+            rows = [r for r in g.rows if not r.is_base and fin(r.gain)]
+            singles = [r.gain for (k, rep), r in g.layer_reps.items() if rep == 1 and fin(r.gain)]
+            best = g.ranked[0] if g.ranked else None
+            size = f"{params[g.model] / 1e6:,.0f}M parameters, " if g.model in params else ""
+            line = (
+                f"  - {g.model} ({size}{g.n_layers()} layers): {sum(r.worse for r in rows)} of {len(rows)} "
+                f"configurations worse, {sum(r.better for r in rows)} better; median single-layer repeat "
+                f"{scale * _median(singles):+.2f}"
+            )
+            if best is not None:
+                line += f"; best `{best.config}` {_pm(best, scale)}"
+            out.append(line)
+    return out
+
+
+def _ceiling_lines(studies: list[dict]) -> list[str]:
+    out = []
+    for study in studies:
+        for model, tasks in (study.get("ceiling") or {}).items():
+            for task, c in tasks.items():
+                if not c.get("search_base_wrong"):
+                    continue
+                line = (
+                    f"- {model} · {task}: the base gets {c['search_base_wrong']} of {c['search_items']} search items "
+                    f"wrong; some one of {c['configurations']} configurations gets {c['search_fixed_by_some']} of "
+                    f"them right ({100 * c['search_fixed_by_some'] / c['search_base_wrong']:.0f}%)"
+                )
+                if c.get("chosen"):
+                    line += (
+                        f". On held-out items the configuration chosen on search (`{c['chosen']}`) fixes "
+                        f"{c['chosen_fixed']} of the base's {c['heldout_base_wrong']} wrong answers and breaks "
+                        f"{c['chosen_broken']} right ones (net {c['chosen_fixed'] - c['chosen_broken']:+d} of "
+                        f"{c['heldout_items']}); the {c['heldout_remeasured']} re-measured configurations together "
+                        f"fix {c['heldout_fixed_by_some']}"
+                    )
+                out.append(line + ".")
+    if out:
+        out.append("")
+        out.append(
+            "Some configuration always flips many items: with dozens of configurations, items the base gets "
+            "narrowly wrong are flipped by chance too, so the search-side ceiling is an upper bound. The gap between "
+            "it and the chosen configuration's held-out net gain is what a per-input layer plan (a router choosing "
+            "the plan per item) could at most win, before paying for choosing."
+        )
+    return out
+
+
+def _figures(groups: list[Group], fig_dir: Path | None, link_dir: str) -> dict[str, list[str]]:
+    """Draw the findings' figures into `fig_dir` (none when it is None); Markdown image lines by section."""
+    from frankenlm.report import figures as F
+
+    if fig_dir is None:
+        return {}
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, list[str]] = {}
+
+    def save(section: str, fig, name: str, alt: str) -> None:
+        if fig is None:
+            return
+        fig.savefig(fig_dir / f"{name}.png", format="png", dpi=F.DPI, metadata={"Software": None})
+        out.setdefault(section, []).append(f"![{alt}]({link_dir}/{name}.png)")
+
+    for task in dict.fromkeys(g.task for g in groups):
+        save("size", F.fig_sizes([g for g in groups if g.task == task]), f"sizes-{task}", f"gain vs depth, {task}")
+    for g in groups:
+        slug = f"{g.model}-{g.task}"
+        save("repeats", F.fig_repeats(g), f"repeats-{slug}", f"repeat curves, {g.model} · {g.task}")
+        save("layers", F.fig_sublayers(g), f"sublayers-{slug}", f"sublayer repeats, {g.model} · {g.task}")
+        save("healed", F.fig_scales(g), f"scales-{slug}", f"damped repeats, {g.model} · {g.task}")
+    return out
+
+
+def findings_markdown(
+    run_dirs: list[Path], sources: list[str] | None = None, fig_dir: Path | None = None, link_dir: str = FIGURES
+) -> str:
+    """The document (see the module docstring) for the studies in `run_dirs` (named `sources` in its header),
+    with its figures drawn into `fig_dir` and linked as `link_dir/NAME.png`."""
     groups: list[Group] = []
+    studies: list[dict] = []
     for d in run_dirs:
-        groups.extend(read_results(Path(d)).groups())
+        res = read_results(Path(d))
+        groups.extend(res.groups())
+        studies.append(res.study)
+    params = {m["name"]: int(m["params"]) for st in studies for m in st.get("models") or [] if m.get("params")}
+    figs = _figures(groups, fig_dir, link_dir)
     models = list(dict.fromkeys(g.model for g in groups))
     lines = [
         "# Findings",
         "",
         "Generated by `frankenlm findings "
-        + " ".join(str(d) for d in run_dirs)
+        + " ".join(sources or [str(d) for d in run_dirs])
         + "` from the studies' results; do not edit by hand. Gains are paired differences against the base model "
         "on the same items (positive = better), with 95% CIs; p-values are Holm-adjusted across one model's "
         "configurations on one task; *confirmed* means Holm-significant on the search items and a held-out CI "
@@ -184,11 +287,22 @@ def findings_markdown(run_dirs: list[Path]) -> str:
             scale, unit = _unit(g)
             parts = [f"{r.sub_key[0]}.{r.sub_key[1]} {_pm(r, scale)} ({_verdict(r)})" for r in early]
             lines += [f"First layers (depth < {EARLY}), one extra copy: " + "; ".join(parts) + f" ({unit}).", ""]
-    lines += ["## How many repeats", ""]
+    lines += [*figs.get("layers", []), "", "## How many repeats", ""]
     for g in groups:
         rep = _repeats_lines(g)
         if rep:
             lines += [f"- {g.model} · {g.task}:", *rep]
+    lines += ["", *figs.get("repeats", [])]
+    if figs.get("healed"):
+        lines += ["", "## Healed (damped) repeats", "", *figs["healed"]]
+    lines += [
+        "",
+        "## How the picture changes with model size",
+        "",
+        *(_size_lines(groups, params) or ["(needs two or more models measured on one task)"]),
+        "",
+        *figs.get("size", []),
+    ]
     lines += [
         "",
         "## Is bits per byte a usable proxy for the benchmarks?",
@@ -196,7 +310,14 @@ def findings_markdown(run_dirs: list[Path]) -> str:
         *(_proxy_lines(groups) or ["(needs a perplexity task and a benchmark in one study)"]),
         "",
     ]
-    lines += ["## Gain per extra FLOP", ""]
+    lines += [
+        "## The per-item ceiling",
+        "",
+        *(_ceiling_lines(studies) or ["(needs an accuracy benchmark)"]),
+        "",
+        "## Gain per extra FLOP",
+        "",
+    ]
     for g in groups:
         front = g.pareto()
         scale, unit = _unit(g)
@@ -217,8 +338,10 @@ def findings_markdown(run_dirs: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def write_findings(run_dirs: list[Path], out: Path) -> Path:
+def write_findings(run_dirs: list[Path], out: Path, sources: list[str] | None = None) -> Path:
+    """Write the document to `out` and its figures to the `findings/` folder beside it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(findings_markdown(run_dirs), encoding="utf-8")
+    text = findings_markdown(run_dirs, sources, fig_dir=out.parent / FIGURES)
+    out.write_text(text, encoding="utf-8")
     return out

@@ -110,6 +110,63 @@ def _signal_check(signals: dict, task_rows: list[ResultRow], depth: int) -> dict
     return out
 
 
+def _correct(items: list[dict], metric: str) -> dict[str, bool]:
+    return {r["item_id"]: bool(r["metrics"][metric] > 0.5) for r in items}
+
+
+def per_item_ceiling(
+    store: Store, digest: str, task: str, metric: str, base_text: str, slices, heldout, rows, dtype: str
+) -> dict | None:
+    """The per-item ceiling of a 0/1 metric (accuracy): of the items the base gets wrong, how many *some*
+    configuration gets right, against what the configuration chosen on search items does on held-out items.
+
+    Search: over every configuration that ran the full search budget (an upper bound that includes luck: with
+    many configurations some flip any close item). Held-out: the chosen configuration (best search gain) — items
+    fixed and broken — and the union over the re-measured configurations. None when the metric is not 0/1 or the
+    base has no search results."""
+    base = _units(store, digest, base_text, task, slices, dtype)
+    if not base or any(r["metrics"].get(metric) not in (0, 1, 0.0, 1.0, True, False) for r in base):
+        return None
+    full = [r for r in rows if not r.is_base and not r.stopped_early and math.isfinite(r.gain)]
+    b = _correct(base, metric)
+    wrong = {i for i, ok in b.items() if not ok}
+    some = set()
+    for r in full:
+        got = _units(store, digest, r.config, task, slices, dtype)
+        some |= {i for i, ok in _correct(got, metric).items() if ok and i in wrong}
+    out = {
+        "configurations": len(full),
+        "search_items": len(b),
+        "search_base_wrong": len(wrong),
+        "search_fixed_by_some": len(some),
+    }
+    chosen = min(full, key=lambda r: (-r.gain, r.config), default=None)  # rank_search's order
+    base_held = _units(store, digest, base_text, task, [heldout], dtype)
+    if chosen is None or base_held is None:
+        return out
+    bh = _correct(base_held, metric)
+    hwrong = {i for i, ok in bh.items() if not ok}
+    union, n_re = set(), 0
+    for r in full:
+        got = _units(store, digest, r.config, task, [heldout], dtype)
+        if got is None:
+            continue
+        n_re += 1
+        c = _correct(got, metric)
+        union |= {i for i, ok in c.items() if ok and i in hwrong}
+        if r.config == chosen.config:
+            out.update(
+                chosen=chosen.config,
+                heldout_items=len(bh),
+                heldout_base_wrong=len(hwrong),
+                chosen_fixed=sum(1 for i in hwrong if c.get(i)),
+                chosen_broken=sum(1 for i, ok in bh.items() if ok and i in c and not c[i]),
+            )
+    if "chosen" in out:
+        out.update(heldout_remeasured=n_re, heldout_fixed_by_some=len(union))
+    return out
+
+
 def _export_command(model: str, plan: str) -> str:
     return f"frankenlm export --model {model} --plan '{plan}' --format hf --out exports/{model}-frankenmodel"
 
@@ -136,6 +193,7 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
     rows: list[ResultRow] = []
     tasks_summary = {}
     signals_summary: dict = {}
+    ceiling: dict = {}
     design_params: dict = {}
     for name, info in manifest["models"].items():
         digest, depth = info["digest"], info["depth"]
@@ -211,6 +269,9 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
                 task_rows.append(ResultRow.from_record(row, params[plan]))
             task_rows = adjust_pvalues(task_rows)
             rows.extend(task_rows)
+            ceil = per_item_ceiling(store, digest, task, metric, base_text, slices, heldout, task_rows, spec.dtype)
+            if ceil is not None:
+                ceiling.setdefault(name, {})[task] = ceil
             if t.get("signals"):
                 signals_summary.setdefault(name, {})[task] = _signal_check(t["signals"], task_rows, depth)
     summary = {
@@ -225,6 +286,7 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
         "command": manifest.get("command", ""),
         "early_stopping": None if spec.early_stopping is None else vars(spec.early_stopping),
         "signals": signals_summary,
+        "ceiling": ceiling,  # {model: {task: per_item_ceiling}} for 0/1 metrics
         "design_params": design_params,  # {model: {plan: the design's parameters}} for the typed rows
     }
     return rows, summary

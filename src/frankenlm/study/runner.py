@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -459,3 +460,37 @@ def rewrite_results(run_dir: Path) -> Path:
     finally:
         store.close()
     return run_dir
+
+
+RUN_FILES = ("spec.json", "manifest.json")  # what, beside its store, a run directory needs to be analysed
+
+
+def is_committed_results(path: Path) -> bool:
+    """A directory of committed results: a run's spec.json and manifest.json beside store exports (*.parquet),
+    with no store of its own (what `frankenlm store export --with-manifest` writes)."""
+    path = Path(path)
+    return (
+        path.is_dir()
+        and all((path / f).is_file() for f in RUN_FILES)
+        and not (path / "results.sqlite").exists()
+        and any(path.glob("*.parquet"))
+    )
+
+
+def rebuild_run(results_dir: Path, run_dir: Path) -> Path:
+    """A run directory rebuilt from committed results (no model is loaded): the spec and manifest copied, every
+    archive imported into a new store, the results table recomputed. Returns `run_dir`."""
+    results_dir, run_dir = Path(results_dir), Path(run_dir)
+    if not is_committed_results(results_dir):
+        raise FrankenError(
+            f"{str(results_dir)!r} is not a directory of committed results (spec.json, manifest.json and "
+            "results-*.parquet, as `frankenlm store export RUN --with-manifest` writes)"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for f in RUN_FILES:
+        shutil.copyfile(results_dir / f, run_dir / f)
+    manifest = _read_json(run_dir / "manifest.json")
+    manifest["store"] = str(run_dir / "results.sqlite")
+    _write_json(run_dir / "manifest.json", manifest)
+    import_store(sorted(results_dir.glob("*.parquet")), run_dir / "results.sqlite")
+    return rewrite_results(run_dir)
