@@ -116,7 +116,7 @@ def test_findings_from_committed_results_alone(tiny_dir, tmp_path):  # noqa: F81
     b = runner.invoke(app, ["findings", str(run), "--out", str(tmp_path / "from-run.md")])
     assert b.exit_code == 0, b.output
     text, again = (docs / "FINDINGS.md").read_text(), (tmp_path / "from-run.md").read_text()
-    assert f"`frankenlm findings {committed}`" in text
+    assert f"`frankenlm findings {committed} --out {docs / 'FINDINGS.md'}`" in text
     assert text.splitlines()[3:] == again.splitlines()[3:]  # the same document below the header
     assert "## The per-item ceiling" in text and any((docs / "findings").glob("repeats-*.png"))
 

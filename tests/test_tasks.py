@@ -327,3 +327,26 @@ def test_wikitext2_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FrankenError, match="network"):
         get_task("wikitext2").load_docs()
+
+
+def test_pydoc_passages_cut_topics_at_blank_lines_without_losing_text():
+    import re
+    from pydoc_data.topics import topics
+
+    from frankenlm.eval.tasks.perplexity import paragraph_passages
+
+    def paras(text):
+        return [p.strip() for p in re.split(r"\n[ \t]*\n", text) if p.strip()]
+
+    for name in sorted(topics):
+        parts = paragraph_passages(topics[name])
+        assert [p for part in parts for p in paras(part)] == paras(topics[name])  # every paragraph once, in order
+        for part in parts:
+            # past `high` only by a short tail or by a paragraph longer than `high` itself
+            assert len(part) <= 1500 + 2 + 400 or max(map(len, paras(part))) > 1500
+            assert len(part) >= 400 or len(parts) == 1
+    docs = get_task("pydoc_passages").load_docs(split="all")
+    assert len(docs) > 300 and len({d.item_id for d in docs}) == len(docs)
+    assert paragraph_passages("a\n\nb", low=1, high=3) == ["a", "b"]
+    assert paragraph_passages("aaaa\n\nb", low=3, high=100) == ["aaaa\n\nb"]
+    assert paragraph_passages("aaaa\n\nbbbb\n\nc", low=3, high=6) == ["aaaa", "bbbb\n\nc"]  # short tail joins

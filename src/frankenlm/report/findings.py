@@ -206,6 +206,34 @@ def _ceiling_lines(studies: list[dict]) -> list[str]:
     return out
 
 
+def _coverage_lines(run_dirs: list[Path], groups: list[Group]) -> list[str]:
+    """Model × task: done (held-out re-measured), search only (in progress) or not started, per the studies'
+    specs; a document from an unfinished run says so before anything else."""
+    import json
+
+    out = []
+    for d in run_dirs:
+        sp = Path(d) / "spec.json"
+        if not sp.is_file():
+            continue
+        spec = json.loads(sp.read_text(encoding="utf-8"))
+        tasks = [t["name"] for t in spec.get("tasks", [])]
+        out += ["| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+        for m in spec.get("models", []):
+            cells = []
+            for t in tasks:
+                g = next((g for g in groups if g.model == m and t == g.task), None)
+                if g is None:
+                    cells.append("not started")
+                elif any(r.remeasured for r in g.rows):
+                    cells.append("done")
+                else:
+                    cells.append(f"in progress ({len(g.rows)} configurations so far)")
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
 def _figures(groups: list[Group], fig_dir: Path | None, link_dir: str) -> dict[str, list[str]]:
     """Draw the findings' figures into `fig_dir` (none when it is None); Markdown image lines by section."""
     from frankenlm.report import figures as F
@@ -257,6 +285,7 @@ def findings_markdown(
         "",
         f"Models covered: {', '.join(models) or 'none yet'}.",
         "",
+        *_coverage_lines(run_dirs, groups),
         "## Does any configuration help?",
         "",
     ]
@@ -342,6 +371,7 @@ def write_findings(run_dirs: list[Path], out: Path, sources: list[str] | None = 
     """Write the document to `out` and its figures to the `findings/` folder beside it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = findings_markdown(run_dirs, sources, fig_dir=out.parent / FIGURES)
+    named = [*(sources or [str(d) for d in run_dirs]), "--out", str(out)]
+    text = findings_markdown(run_dirs, named, fig_dir=out.parent / FIGURES)
     out.write_text(text, encoding="utf-8")
     return out

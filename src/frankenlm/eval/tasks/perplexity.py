@@ -11,6 +11,10 @@ Corpora:
 - `lambada_passages`: the 5,153 LAMBADA (OpenAI) test passages as documents (text = context + " " + last word).
 - `pydoc_topics`: the Python standard library's help-topic texts (`pydoc_data.topics`, one document per topic,
   sorted by name): technical English prose with code. Exact content follows the running Python version.
+- `pydoc_passages`: the same texts cut at blank lines into passages of about 400-1,500 characters (paragraphs
+  merged in order; a longer paragraph stays whole), ids `topic/k`: hundreds of short documents instead of 79 of
+  very unequal length (a few topics hold most of the text), so that paired statistics and racing have items
+  to work with and rows stay short.
 - `wikitext2`: lm-eval's `wikitext` (wikitext-2-raw-v1 test, document level, lm-eval's detokenizer; words and
   bytes counted on the original page as lm-eval does); needs network access (`datasets.load_dataset`).
 """
@@ -91,6 +95,38 @@ def load_pydoc_topics(task: str) -> list[Doc]:
     from pydoc_data.topics import topics
 
     return [rolling_doc(task, name, topics[name]) for name in sorted(topics) if topics[name].strip()]
+
+
+def paragraph_passages(text: str, low: int = 400, high: int = 1500) -> list[str]:
+    """`text` cut at blank lines into passages: paragraphs joined in order (by a blank line) while the passage
+    is shorter than `low` characters or the next paragraph still fits within `high`; a paragraph longer than
+    `high` is a passage of its own, and a short tail joins the passage before it."""
+    out: list[str] = []
+    cur = ""
+    for para in re.split(r"\n[ \t]*\n", text.strip()):
+        if not para.strip():
+            continue
+        if cur and len(cur) >= low and len(cur) + 2 + len(para) > high:
+            out.append(cur)
+            cur = para
+        else:
+            cur = f"{cur}\n\n{para}" if cur else para
+    if cur:
+        if out and len(cur) < low:
+            out[-1] = f"{out[-1]}\n\n{cur}"
+        else:
+            out.append(cur)
+    return out
+
+
+def load_pydoc_passages(task: str) -> list[Doc]:
+    from pydoc_data.topics import topics
+
+    return [
+        rolling_doc(task, f"{name}/{k}", passage)
+        for name in sorted(topics)
+        for k, passage in enumerate(paragraph_passages(topics[name]))
+    ]
 
 
 PYDOC_SOURCE = f"pydoc_data.topics of Python {'.'.join(map(str, sys.version_info[:3]))} (standard library)"

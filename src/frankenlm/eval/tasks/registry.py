@@ -116,6 +116,17 @@ register_task(
 )
 register_task(
     Task(
+        "pydoc_passages",
+        "loglikelihood_rolling",
+        _ROLLING,
+        perplexity.PYDOC_SOURCE,
+        "Python help topics cut at blank lines into ~400-1,500-character passages (perplexity documents)",
+        perplexity.load_pydoc_passages,
+        primary="bits_per_byte",
+    )
+)
+register_task(
+    Task(
         "wikitext2",
         "loglikelihood_rolling",
         _ROLLING,
