@@ -37,6 +37,25 @@ def test_export_and_import_keep_every_row_and_key(tmp_path):
     assert Store(tmp_path / "b.sqlite", context_length=512, scoring="fast").get(_unit(2)) is None
 
 
+def test_a_folder_stands_for_its_archives(tmp_path):
+    from frankenlm.study.archive import archive_paths
+
+    a = Store(tmp_path / "a.sqlite", context_length=256, scoring="fast")
+    a.put(_unit(1), [{"item_id": "1", "metrics": {"acc": 1.0}, "extras": {}}], {})
+    (tmp_path / "dir").mkdir()
+    export_store(a, tmp_path / "dir" / "results-2.parquet")
+    export_store(a, tmp_path / "dir" / "results-1.parquet")
+    a.close()
+    assert archive_paths([tmp_path / "dir"]) == [
+        tmp_path / "dir" / "results-1.parquet",
+        tmp_path / "dir" / "results-2.parquet",
+    ]
+    assert import_store([tmp_path / "dir"], tmp_path / "b.sqlite") == (2, 1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FrankenError, match="holds no"):
+        archive_paths([tmp_path / "empty"])
+
+
 def test_bad_archives_are_refused_by_name(tmp_path):
     bad = tmp_path / "x.parquet"
     bad.write_text("not parquet")

@@ -432,7 +432,10 @@ def study(
     ),
     scoring: str | None = typer.Option(None, "--scoring", help=SCORING_HELP + " (default: the spec's, fast)"),
     archive: list[Path] = typer.Option(
-        [], "--import", help="a store export (frankenlm store export) to load first: its units are not recomputed"
+        [],
+        "--import",
+        help="a store export (frankenlm store export), or a folder of them, to load first: its units are not "
+        "recomputed (repeat the option for several)",
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="print the cost (configurations x tokens, measured speed) and the detectable effects"

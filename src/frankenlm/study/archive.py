@@ -73,6 +73,21 @@ def _read(path: str | Path, schema_only: bool):
     return got
 
 
+def archive_paths(paths: list[str | Path]) -> list[Path]:
+    """The archive files named: a folder stands for every `*.parquet` in it (sorted), so that a folder of
+    committed exports is one argument (a shell glob gives several)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.parquet"))
+            if not found:
+                raise FrankenError(f"results archive folder {str(p)!r} holds no *.parquet file")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
 def check_archive(path: str | Path) -> None:
     """Refuse (FrankenError naming the file) a missing file or one that is not a store export; reads only the
     file's schema, so a study can check its archives before it starts without reading them twice."""
@@ -88,7 +103,7 @@ def read_archive(path: str | Path) -> list[tuple]:
 
 def import_store(paths: list[str | Path], store: Store | str | Path) -> tuple[int, int]:
     """Add the rows of archive files to `store` in one transaction; returns (rows read, rows added)."""
-    rows = [r for p in paths for r in read_archive(p)]
+    rows = [r for p in archive_paths(paths) for r in read_archive(p)]
     own = not isinstance(store, Store)
     st = Store(store) if own else store
     try:

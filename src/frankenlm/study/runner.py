@@ -26,7 +26,7 @@ from frankenlm.model.costs import plan_costs
 from frankenlm.model.loading import LoadedModel, load_model, parse_device, resolve
 from frankenlm.model.plan import LayerPlan, identity_plan, repeat_layer_plan
 from frankenlm.study import analysis, designs
-from frankenlm.study.archive import check_archive, import_store
+from frankenlm.study.archive import archive_paths, check_archive, import_store
 from frankenlm.study.designs import Candidate
 from frankenlm.study.items import TaskItems, select_items
 from frankenlm.study.signals import SignalRecorder
@@ -113,7 +113,7 @@ class StudyRun:
         self.progress, self._notify = progress, notify
         self.store: Store | None = None
         self.manifest: dict = {}
-        self.archives = [Path(a) for a in archives or []]
+        self.archives = archive_paths(archives or [])
 
     # ---------------------------------------------------------------------------------------- helpers
     def notify(self, message: str) -> None:
