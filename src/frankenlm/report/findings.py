@@ -217,6 +217,8 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group]) -> list[str]:
         if not sp.is_file():
             continue
         spec = json.loads(sp.read_text(encoding="utf-8"))
+        mp = Path(d) / "manifest.json"
+        begun = json.loads(mp.read_text(encoding="utf-8")).get("models", {}) if mp.is_file() else {}
         tasks = [t["name"] for t in spec.get("tasks", [])]
         out += ["| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
         for m in spec.get("models", []):
@@ -224,7 +226,8 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group]) -> list[str]:
             for t in tasks:
                 g = next((g for g in groups if g.model == m and t == g.task), None)
                 if g is None:
-                    cells.append("not started")
+                    started = t in (begun.get(m) or {}).get("tasks", {})
+                    cells.append("in progress (the base's search slices not all run)" if started else "not started")
                 elif any(r.remeasured for r in g.rows):
                     cells.append("done")
                 else:
