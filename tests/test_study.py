@@ -192,8 +192,12 @@ def test_ctrl_c_stops_a_study_at_once_and_it_resumes(tiny_dir, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:  # wait until units are being written
         db = run_dir / "results.sqlite"
-        if db.exists() and Store(db).count() >= 3:
-            break
+        if db.exists():
+            st = Store(db)
+            n = st.count()
+            st.close()
+            if n >= 3:
+                break
         time.sleep(0.2)
     assert p.poll() is None, "the study finished before it could be interrupted"
     t0 = time.time()

@@ -36,6 +36,13 @@ SUBLAYER_STYLE = {
 }
 
 
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes (DPI, no software stamp: the same figure gives the same bytes)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
 class Figures:
     """Saves figures to RUN_DIR/figures and returns <figure> HTML with the same PNG bytes embedded."""
 
@@ -47,9 +54,7 @@ class Figures:
         self.names: list[str] = []
 
     def add(self, fig, name: str, caption: str, alt: str) -> str:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-        data = buf.getvalue()
+        data = png_bytes(fig)
         (self.dir / f"{name}.png").write_bytes(data)
         self.names.append(name)
         w, h = (int(round(v)) for v in fig.get_size_inches() * DPI)

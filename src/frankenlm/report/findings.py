@@ -18,6 +18,7 @@ folder beside the document and linked from it.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 from frankenlm.study.results import Group, ResultRow, fin, read_results
@@ -140,14 +141,6 @@ def _proxy_lines(groups: list[Group]) -> list[str]:
     return out
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    if not xs:
-        return math.nan
-    m = len(xs) // 2
-    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
-
-
 def _size_lines(groups: list[Group], params: dict[str, int]) -> list[str]:
     """Per task, the models from smallest to largest: how many configurations are worse, the best one, and the
     median gain of a single layer repeated once."""
@@ -166,7 +159,7 @@ def _size_lines(groups: list[Group], params: dict[str, int]) -> list[str]:
             line = (
                 f"  - {g.model} ({size}{g.n_layers()} layers): {sum(r.worse for r in rows)} of {len(rows)} "
                 f"configurations worse, {sum(r.better for r in rows)} better; median single-layer repeat "
-                f"{scale * _median(singles):+.2f}"
+                f"{scale * statistics.median(singles) if singles else math.nan:+.2f}"
             )
             if best is not None:
                 line += f"; best `{best.config}` {_pm(best, scale)}"
@@ -249,7 +242,7 @@ def _figures(groups: list[Group], fig_dir: Path | None, link_dir: str) -> dict[s
     def save(section: str, fig, name: str, alt: str) -> None:
         if fig is None:
             return
-        fig.savefig(fig_dir / f"{name}.png", format="png", dpi=F.DPI, metadata={"Software": None})
+        (fig_dir / f"{name}.png").write_bytes(F.png_bytes(fig))
         out.setdefault(section, []).append(f"![{alt}]({link_dir}/{name}.png)")
 
     for task in dict.fromkeys(g.task for g in groups):

@@ -115,25 +115,27 @@ def _correct(items: list[dict], metric: str) -> dict[str, bool]:
 
 
 def per_item_ceiling(
-    store: Store, digest: str, task: str, metric: str, base_text: str, slices, heldout, rows, dtype: str
+    metric: str,
+    base: list[dict],
+    base_held: list[dict] | None,
+    rows: list[ResultRow],
+    runs: dict[str, tuple[list[dict], list[dict] | None]],
 ) -> dict | None:
     """The per-item ceiling of a 0/1 metric (accuracy): of the items the base gets wrong, how many *some*
     configuration gets right, against what the configuration chosen on search items does on held-out items.
 
+    `runs[config]` holds a configuration's (search, held-out or None) per-item results as `study_rows` read them.
     Search: over every configuration that ran the full search budget (an upper bound that includes luck: with
     many configurations some flip any close item). Held-out: the chosen configuration (best search gain) — items
-    fixed and broken — and the union over the re-measured configurations. None when the metric is not 0/1 or the
-    base has no search results."""
-    base = _units(store, digest, base_text, task, slices, dtype)
-    if not base or any(r["metrics"].get(metric) not in (0, 1, 0.0, 1.0, True, False) for r in base):
+    fixed and broken — and the union over the re-measured configurations. None when the metric is not 0/1."""
+    if any(r["metrics"].get(metric) not in (0, 1, 0.0, 1.0, True, False) for r in base):
         return None
     full = [r for r in rows if not r.is_base and not r.stopped_early and math.isfinite(r.gain)]
     b = _correct(base, metric)
     wrong = {i for i, ok in b.items() if not ok}
     some = set()
     for r in full:
-        got = _units(store, digest, r.config, task, slices, dtype)
-        some |= {i for i, ok in _correct(got, metric).items() if ok and i in wrong}
+        some |= {i for i, ok in _correct(runs[r.config][0], metric).items() if ok and i in wrong}
     out = {
         "configurations": len(full),
         "search_items": len(b),
@@ -141,14 +143,13 @@ def per_item_ceiling(
         "search_fixed_by_some": len(some),
     }
     chosen = min(full, key=lambda r: (-r.gain, r.config), default=None)  # rank_search's order
-    base_held = _units(store, digest, base_text, task, [heldout], dtype)
     if chosen is None or base_held is None:
         return out
     bh = _correct(base_held, metric)
     hwrong = {i for i, ok in bh.items() if not ok}
     union, n_re = set(), 0
     for r in full:
-        got = _units(store, digest, r.config, task, [heldout], dtype)
+        got = runs[r.config][1]
         if got is None:
             continue
         n_re += 1
@@ -222,6 +223,7 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
                 },
             )
             task_rows = []
+            runs: dict[str, tuple[list[dict], list[dict] | None]] = {}  # per-item results read, for the ceiling
             for c in configs:
                 plan = c["plan"]
                 k = _slices_seen(store, digest, plan, task, slices, spec.dtype)
@@ -244,6 +246,7 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
                     **compare(task, metric, hib, base, cfg),
                     "stopped_early": k < len(slices),
                 }
+                held = None
                 if plan != base_text and base_held is not None:
                     held = _units(store, digest, plan, task, [heldout], spec.dtype)
                     if held is not None:
@@ -267,9 +270,10 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
                     export_command=_export_command(name, plan) if plan != base_text else "",
                 )
                 task_rows.append(ResultRow.from_record(row, params[plan]))
+                runs[plan] = (cfg, held)
             task_rows = adjust_pvalues(task_rows)
             rows.extend(task_rows)
-            ceil = per_item_ceiling(store, digest, task, metric, base_text, slices, heldout, task_rows, spec.dtype)
+            ceil = per_item_ceiling(metric, base, base_held, task_rows, runs)
             if ceil is not None:
                 ceiling.setdefault(name, {})[task] = ceil
             if t.get("signals"):

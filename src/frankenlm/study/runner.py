@@ -436,10 +436,13 @@ def run_study(
     ).run()
 
 
+RUN_FILES = ("spec.json", "manifest.json")  # what, beside its store, a run directory needs to be analysed
+
+
 def rewrite_results(run_dir: Path) -> Path:
     """Recompute the results table from the store (no model is loaded); returns the run directory."""
     run_dir = Path(run_dir)
-    for f in ("spec.json", "manifest.json"):
+    for f in RUN_FILES:
         if not (run_dir / f).exists():
             raise FrankenError(f"{run_dir} is not a study run directory: {f} is missing")
     spec = StudySpec.from_json((run_dir / "spec.json").read_text(), source=str(run_dir / "spec.json"))
@@ -460,9 +463,6 @@ def rewrite_results(run_dir: Path) -> Path:
     finally:
         store.close()
     return run_dir
-
-
-RUN_FILES = ("spec.json", "manifest.json")  # what, beside its store, a run directory needs to be analysed
 
 
 def is_committed_results(path: Path) -> bool:
@@ -492,5 +492,5 @@ def rebuild_run(results_dir: Path, run_dir: Path) -> Path:
     manifest = _read_json(run_dir / "manifest.json")
     manifest["store"] = str(run_dir / "results.sqlite")
     _write_json(run_dir / "manifest.json", manifest)
-    import_store(sorted(results_dir.glob("*.parquet")), run_dir / "results.sqlite")
+    import_store([results_dir], run_dir / "results.sqlite")  # a folder stands for its archives
     return rewrite_results(run_dir)
