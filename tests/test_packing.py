@@ -42,6 +42,23 @@ def test_packs_group_choices_by_context_and_lay_out_segments():
     assert [len(p) for p in order_packs(packs)] == [4, 3]
 
 
+def test_a_one_token_context_is_not_shared_and_no_pack_outgrows_max_length():
+    # rolling windows all start from the prefix token: sharing it saved one token per passage and made a slice
+    # of passages one row with attention over all of them (only a duplicate continuation shares a pack)
+    rolling = [((1,), (5, 6, 7)), ((1,), (8, 9)), ((1,), (5, 6, 7))]
+    packs = make_packs(rolling, max_length=64)
+    assert [(p.context, p.segments, p.owners) for p in packs] == [
+        ((1,), ((5, 6, 7),), ((0, 2),)),
+        ((1,), ((8, 9),), ((1,),)),
+    ]
+    assert all(p.single for p in packs) and pack_batch([[p] for p in packs]).plain
+    choices = [((5, 6, 7), (10 + k, 20 + k, 30 + k)) for k in range(5)] + [((5, 6, 7), (10, 20, 30))]
+    packs = make_packs(choices, max_length=8)  # 3 context tokens + 2 per segment: two segments per pack
+    assert [len(p) for p in packs] == [7, 7, 5] and all(p.context == (5, 6, 7) for p in packs)
+    assert sorted(i for p in packs for o in p.owners for i in o) == list(range(6))
+    assert packs[0].owners[0] == (0, 5)  # the duplicate joins its segment in the earlier pack
+
+
 def test_long_pairs_are_cut_on_the_left_as_lm_eval_cuts_them():
     (pack,) = make_packs([(tuple(range(10, 20)), (1, 2, 3))], max_length=6)
     # lm-eval's row: (ctx + cont)[-(max_length + 1):][:-1] = 16..19, 1, 2

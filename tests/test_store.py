@@ -108,6 +108,25 @@ def test_runs_differing_in_context_or_device_share_no_rows(tmp_path):
     assert Store(path, context_length=256).get(u) == [{"item_id": "a", "metrics": {"acc": 1.0}}]
 
 
+def test_batch_size_and_fast_layout_enter_the_key(tmp_path, monkeypatch):
+    import frankenlm.study.store as store_module
+
+    path = tmp_path / "shared.sqlite"
+    u = unit()
+    assert Store(path, batch_size=8).key(u) == u.key  # the default batch size keeps the historical keys
+    keys = {
+        Store(path).key(u),
+        Store(path, batch_size=16).key(u),
+        Store(path, scoring="fast").key(u),
+        Store(path, scoring="fast", batch_size=16).key(u),
+    }
+    assert len(keys) == 4
+    fast = Store(path, scoring="fast").key(u)
+    monkeypatch.setattr(store_module, "LAYOUT_VERSION", "0")
+    assert Store(path, scoring="fast").key(u) != fast  # another layout version: its units are not reused
+    assert Store(path).key(u) == u.key  # lm-eval scoring has no packed layout
+
+
 def test_a_file_that_is_not_a_store_is_one_line_refusal(tmp_path):
     import pytest
 

@@ -183,7 +183,9 @@ def test_ctrl_c_stops_a_study_at_once_and_it_resumes(tiny_dir, tmp_path):
     """SIGINT (Ctrl-C) mid-study: exit status 130 within seconds, a one-line message, the store intact; the same
     command then finishes. (A study started with `cmd &` from a non-interactive shell ignores SIGINT, as POSIX
     has background jobs do: stop those with SIGTERM, which the store survives like SIGKILL.)"""
-    spec = tiny_spec(str(tiny_dir))
+    spec = tiny_spec(str(tiny_dir), early=False)  # every configuration on every slice: still running at the signal
+    spec.tasks = [TaskBudget("lambada_passages", search_tokens=4000, heldout_tokens=300)]
+    spec.slices = 8
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(spec.to_json())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}

@@ -321,7 +321,7 @@ def eval_cmd(
     from frankenlm.eval.comparison import run_eval
     from frankenlm.eval.evaluate import LIMIT_MODES
     from frankenlm.eval.tasks import SPLITS
-    from frankenlm.model.loading import set_threads
+    from frankenlm.model.loading import configure_cpu
 
     if limit is not None and limit <= 0:
         raise FrankenError(f"--limit must be a positive number of items, got {limit} (leave it out for all items)")
@@ -338,7 +338,7 @@ def eval_cmd(
     names = task_names(tasks)
     check_scoring(scoring)
     parse_batch_size(batch_size)
-    set_threads(check_threads(threads))
+    configure_cpu(check_threads(threads))
     writable_file(json_out, "--json")
     base, models, p = _load_all(model, source, plan, dtype, device)
     with task_bars(progress) as bars:
@@ -443,7 +443,7 @@ def study(
 ) -> None:
     """Run a study: sweep layer plans, rank on search items, confirm on held-out items, write the report."""
     from frankenlm.eval.batching import parse_batch_size
-    from frankenlm.model.loading import parse_device, parse_dtype, set_threads
+    from frankenlm.model.loading import configure_cpu, parse_device, parse_dtype
     from frankenlm.report import write_report
     from frankenlm.study.runner import run_study
     from frankenlm.study.spec import preset as make_preset
@@ -474,7 +474,7 @@ def study(
         spec.scoring = check_scoring(scoring)
     if (out / "spec.json").exists() and not resume:
         raise FrankenError(f"{out} already holds a study: pass --resume to continue it, or choose another --out")
-    set_threads(check_threads(threads))
+    configure_cpu(check_threads(threads))
     check_threads(worker_threads, "--worker-threads")
     if executor not in ("local", "ray"):
         raise FrankenError(f"unknown executor {executor!r}: use local or ray")

@@ -37,6 +37,11 @@ from frankenlm.eval.forward import PAD_TOKEN_ID
 
 HeadFn = Callable[[torch.Tensor], torch.Tensor]  # hidden rows [n, d] -> logits [n, V]
 
+# The version of the batch layout below, part of a study unit's key under fast scoring: bump it whenever a change
+# puts tokens in other rows or columns (in bf16 that moves per-item results well beyond rounding; see study.store).
+# 1: packs by context, short packs sharing rows; 2: one-token contexts unshared, packs at most max_length long.
+LAYOUT_VERSION = "2"
+
 
 @dataclass(frozen=True)
 class Pack:
@@ -89,14 +94,35 @@ def make_packs(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], max_length:
 
     lm-eval truncates each request's input on the left to `max_length` tokens (the continuation's last token is
     never input): the context of a long pair is cut the same way here, so its segment sees what HFLM's row sees.
+
+    Sharing a context saves its tokens once per extra segment, but a pack's row attends densely (the block mask
+    only hides keys), so a pack never grows past `max_length` tokens (the next segment opens another pack of the
+    same context), and a one-token context is never shared: it saves one token per segment, while every rolling
+    window of lm-eval's `loglikelihood_rolling` starts from the same one-token context (the prefix token), so
+    sharing it made a slice of passages one row whose attention cost grew with the square of the slice (8k
+    tokens of LAMBADA: 66M attention scores where the passages need 0.7M). Such pairs share a pack only with an
+    identical continuation (a duplicate request).
     """
-    groups: dict[tuple[int, ...], dict[tuple[int, ...], list[int]]] = {}
+    packs: list[tuple[tuple[int, ...], dict[tuple[int, ...], list[int]]]] = []  # (context, segment -> owners)
+    length: list[int] = []
+    open_pack: dict[tuple, int] = {}  # sharing key -> the pack that takes the context's next new segment
+    has_segment: dict[tuple, int] = {}  # (context, continuation) -> the pack holding that segment
     for i, (ctx, cont) in enumerate(pairs):
         cont = tuple(cont)
         keep = max_length + 1 - len(cont)  # context tokens that fit beside the continuation
         c = tuple(ctx)[-keep:] if keep < len(ctx) else tuple(ctx)
-        groups.setdefault(c, {}).setdefault(cont, []).append(i)
-    return [Pack(ctx, tuple(segs), tuple(tuple(o) for o in segs.values())) for ctx, segs in groups.items()]
+        k = has_segment.get((c, cont))
+        if k is None:
+            key = (c,) if len(c) > 1 else (c, cont)  # a one-token context is not shared (see the docstring)
+            k = open_pack.get(key)
+            if k is None or length[k] + len(cont) - 1 > max_length:
+                k = open_pack[key] = len(packs)  # a new context, or its pack is full
+                packs.append((c, {}))
+                length.append(len(c))
+            length[k] += len(cont) - 1
+            has_segment[(c, cont)] = k
+        packs[k][1].setdefault(cont, []).append(i)
+    return [Pack(c, tuple(segs), tuple(tuple(o) for o in segs.values())) for c, segs in packs]
 
 
 def order_packs(packs: Sequence[Pack]) -> list[Pack]:

@@ -217,11 +217,37 @@ def check_split(model, name: str) -> None:
         )
 
 
-def set_threads(n: int | None) -> None:
-    """Limit torch's CPU threads (n=None keeps torch's default)."""
-    if n:
-        torch.set_num_threads(int(n))
-        os.environ.setdefault("OMP_NUM_THREADS", str(n))
+def configure_cpu(threads: int | None) -> None:
+    """Process-wide CPU settings for scoring: torch's threads (None keeps torch's default) and the allocator."""
+    if threads:
+        torch.set_num_threads(int(threads))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    keep_freed_memory()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed blocks of up to 32 MiB for reuse (False where there is no glibc).
+
+    By default glibc serves such blocks with fresh mmaps and returns freed heap tops to the kernel, so a scorer
+    that allocates and frees logits and activations every batch has every page faulted in and zeroed again. With
+    the threshold fixed at its maximum (32 MiB) and trimming only past 1 GiB, the pages are reused: a full-scan
+    study (`frankenlm study --preset full-scan`, with the scorer's 32 MiB head chunks) went from 82M minor page
+    faults and 211 s of system time to 0.26M and 11 s.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
 def gguf_source_path(source: str) -> Path:

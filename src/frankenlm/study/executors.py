@@ -11,13 +11,12 @@ An executor has `run_slice(task, docs, plans, reuse=True)` (plans are `LayerPlan
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 
 from frankenlm.errors import FrankenError
 from frankenlm.eval.tasks.base import Doc
-from frankenlm.model.loading import LoadedModel, load_model
+from frankenlm.model.loading import LoadedModel, configure_cpu, load_model
 from frankenlm.model.plan import LayerPlan, identity_plan
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import Store, Unit, item_set_digest
@@ -48,10 +47,7 @@ class Worker:
     back to the driver, which alone writes the store — so workers need no shared filesystem)."""
 
     def __init__(self, spec_json: str, model: str, dtype: str, device: str, threads: int):
-        import torch
-
-        torch.set_num_threads(threads)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
+        configure_cpu(threads)
         self.spec = StudySpec.from_json(spec_json)
         self.lm = load_model(model, dtype=dtype, device=device)
         self.scorers: dict[bool, SliceScorer] = {}

@@ -180,6 +180,7 @@ class StudyRun:
             context_length=self.spec.context_length,
             device_type=self.device_type,
             scoring=self.spec.scoring,
+            batch_size=self.spec.batch_size,
         )
         return self.store
 
@@ -457,6 +458,7 @@ def rewrite_results(run_dir: Path) -> Path:
         context_length=spec.context_length,
         device_type=manifest.get("device_type", "cpu"),
         scoring=spec.scoring,
+        batch_size=spec.batch_size,
     )
     try:
         analysis.write_results(run_dir, store)
