@@ -145,9 +145,7 @@ def test_findings_from_committed_results_alone(tiny_dir, tmp_path):  # noqa: F81
     ((model, info),) = manifest["models"].items()
     ceiling = study["ceiling"][model]["arc_easy"]
     t = info["tasks"]["arc_easy"]
-    store = Store(
-        run / "results.sqlite", context_length=spec.context_length, scoring=spec.scoring, batch_size=spec.batch_size
-    )
+    store = Store.for_spec(run / "results.sqlite", spec)
     from frankenlm.study.store import item_set_digest
 
     def items(plan, slices):

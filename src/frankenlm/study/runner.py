@@ -175,13 +175,7 @@ class StudyRun:
                         designs.build(d.name, d.args, depth, parents=probe)
 
     def _open_store(self) -> Store:
-        self.store = Store(
-            self.store_path,
-            context_length=self.spec.context_length,
-            device_type=self.device_type,
-            scoring=self.spec.scoring,
-            batch_size=self.spec.batch_size,
-        )
+        self.store = Store.for_spec(self.store_path, self.spec, self.device_type)
         return self.store
 
     def begin(self) -> None:
@@ -453,13 +447,7 @@ def rewrite_results(run_dir: Path) -> Path:
         path = run_dir / "results.sqlite"
     if not path.exists():
         raise FrankenError(f"the results store of {run_dir} ({path}) does not exist")
-    store = Store(
-        path,
-        context_length=spec.context_length,
-        device_type=manifest.get("device_type", "cpu"),
-        scoring=spec.scoring,
-        batch_size=spec.batch_size,
-    )
+    store = Store.for_spec(path, spec, manifest.get("device_type", "cpu"))
     try:
         analysis.write_results(run_dir, store)
     finally:

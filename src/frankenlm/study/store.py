@@ -168,6 +168,18 @@ class Store:
                 f"(its results table has columns {', '.join(cols)}): give another path"
             )
 
+    @classmethod
+    def for_spec(cls, path: str | Path, spec, device_type: str = "cpu") -> Store:
+        """The store at `path` seen through a study spec's scoring setup (context length, scoring mode, batch
+        size) on `device_type`: the one way a study, and anything reading its results, opens its store."""
+        return cls(
+            path,
+            context_length=spec.context_length,
+            device_type=device_type,
+            scoring=spec.scoring,
+            batch_size=spec.batch_size,
+        )
+
     def key(self, unit: Unit) -> str:
         """The row key of `unit` under this store's scoring setup."""
         return unit_key(unit.model_digest, unit.plan, unit.task, unit.item_set, unit.dtype, setup=self.setup)
