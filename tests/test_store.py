@@ -2,6 +2,10 @@ import multiprocessing as mp
 import sqlite3
 import time
 
+import pytest
+
+from frankenlm.errors import FrankenError
+from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import Store, Unit, item_set_digest
 
 
@@ -127,11 +131,23 @@ def test_batch_size_and_fast_layout_enter_the_key(tmp_path, monkeypatch):
     assert Store(path).key(u) == u.key  # lm-eval scoring has no packed layout
 
 
+def test_auto_batch_size_keys_units_by_the_size_it_chose(tmp_path):
+    path = tmp_path / "shared.sqlite"
+    u = unit()
+    auto = Store(path, batch_size="auto")
+    with pytest.raises(FrankenError, match="'auto' is not resolved"):
+        auto.key(u)  # never a key that says "auto": it would pair units computed with different sizes
+    auto.use_batch_size(u.model_digest, u.dtype, 16)
+    assert auto.key(u) == Store(path, batch_size=16).key(u)
+    spec = StudySpec("t", ["m"], [], [], batch_size="auto", scoring="lm-eval")
+    other = Store.for_spec(path, spec, batch_sizes={f"{u.model_digest}/{u.dtype}": 32})  # from a run's manifest
+    assert other.key(u) == Store(path, batch_size=32).key(u) != auto.key(u)
+    fixed = Store(path, batch_size=16)
+    fixed.use_batch_size(u.model_digest, u.dtype, 32)  # a fixed size is what the spec says
+    assert fixed.key(u) == auto.key(u)
+
+
 def test_a_file_that_is_not_a_store_is_one_line_refusal(tmp_path):
-    import pytest
-
-    from frankenlm.errors import FrankenError
-
     bad = tmp_path / "notes.sqlite"
     bad.write_text("these are my notes, not a database\n" * 50)
     with pytest.raises(FrankenError, match="cannot be used"):

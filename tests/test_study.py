@@ -403,3 +403,30 @@ def test_study_and_report_commands_write_the_report(tiny_dir, tmp_path):
     r = CliRunner().invoke(app, ["report", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert (out / "report.html").exists() and (out / "results.csv").read_text() == csv_before
+
+
+def test_auto_batch_size_keys_units_by_the_size_it_chose(tiny_dir, tmp_path):
+    """`batch_size: auto` is resolved before any unit is keyed: the units carry the size used (here the CPU's
+    fixed size), so a run with that size given explicitly reuses them, and the results table is rebuilt from
+    the manifest's record of it."""
+    import dataclasses
+
+    from frankenlm.eval.batching import CPU_BATCH_SIZE
+    from frankenlm.study.runner import rewrite_results
+    from frankenlm.study.store import Unit
+
+    torch.set_num_threads(1)
+    spec = tiny_spec(str(tiny_dir), early=False)
+    spec.designs = [DesignSpec("repeat-layer", {"layers": [1], "max_repeats": 1})]
+    spec.batch_size = "auto"
+    run = run_study(spec, tmp_path / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert set(manifest["batch_sizes"].values()) == {CPU_BATCH_SIZE}
+    fixed = Store.for_spec(run / "results.sqlite", dataclasses.replace(spec, batch_size=CPU_BATCH_SIZE))
+    rows = fixed.rows()
+    assert len(rows) >= 2 * spec.slices
+    assert all(fixed.key(Unit(*r[1:6])) == r[0] for r in rows)
+    table = (run / "results.csv").read_text()
+    (run / "results.csv").unlink()
+    rewrite_results(run)
+    assert (run / "results.csv").read_text() == table

@@ -12,6 +12,7 @@ draws); the HTML report is written by frankenlm.report from the results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -125,13 +126,22 @@ class StudyRun:
         return self.progress(description, total) if self.progress is not None else None
 
     def make_executor(self, lm: LoadedModel, model: str, dtype: str):
+        """The executor that scores `lm`'s units, with the batch size resolved once here (`auto`: from this
+        device's free memory) and given to every worker, so all of them compute the arithmetic the units' keys
+        name."""
+        size = resolve_batch_size(self.spec.batch_size, lm.model, self.spec.context_length)
+        if parse_batch_size(self.spec.batch_size) == AUTO:
+            self.notify(f"{lm.name} ({dtype}): batch size {size} (auto, from free memory on {lm.model.device})")
+        self.store.use_batch_size(lm.digest, dtype, size)
+        self.manifest.setdefault("batch_sizes", {})[f"{lm.digest}/{dtype}"] = size
+        spec = dataclasses.replace(self.spec, batch_size=size)
         if self.executor == "local":
             from frankenlm.study.executors import LocalExecutor
 
-            return LocalExecutor(self.spec, lm, self.store, dtype)
+            return LocalExecutor(spec, lm, self.store, dtype)
         from frankenlm.study.executors import RayExecutor
 
-        return RayExecutor(self.spec, model, self.store, dtype, device=self.device, **self.ray_options)
+        return RayExecutor(spec, model, self.store, dtype, device=self.device, **self.ray_options)
 
     # ---------------------------------------------------------------------------------------- checks
     def check(self) -> None:
@@ -224,15 +234,11 @@ class StudyRun:
         items = {b.name: select_items(b, lm.tokenizer, spec.slices, spec.seed) for b in spec.tasks}
         if self.store is None:
             self.begin()
-        batch_size = resolve_batch_size(spec.batch_size, lm.model, spec.context_length)
-        if parse_batch_size(spec.batch_size) == AUTO:
-            self.notify(f"{lm.name}: batch size {batch_size} (auto, from free memory on {lm.model.device})")
         base = designs.base_candidate(lm.depth)
         info = {
             "name": lm.name,
             "digest": lm.digest,
             "depth": lm.depth,
-            "batch_size": batch_size,
             "params": int(sum(p.numel() for p in lm.model.parameters())),
             "configs": [c.manifest_entry() for c in cands],
             "costs": {
@@ -242,6 +248,7 @@ class StudyRun:
         }
         plans: dict[str, LayerPlan] = {c.text: c.plan for c in [base, *cands]}
         ex = self.make_executor(lm, model, spec.dtype)
+        info["batch_size"] = self.manifest["batch_sizes"][f"{lm.digest}/{spec.dtype}"]
         try:
             for budget in spec.tasks:
                 self.run_task(lm, ex, items[budget.name], groups, cands, info, plans)
@@ -447,7 +454,7 @@ def rewrite_results(run_dir: Path) -> Path:
         path = run_dir / "results.sqlite"
     if not path.exists():
         raise FrankenError(f"the results store of {run_dir} ({path}) does not exist")
-    store = Store.for_spec(path, spec, manifest.get("device_type", "cpu"))
+    store = Store.for_spec(path, spec, manifest.get("device_type", "cpu"), manifest.get("batch_sizes"))
     try:
         analysis.write_results(run_dir, store)
     finally:

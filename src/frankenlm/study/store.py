@@ -6,7 +6,8 @@ kind, batch size, scoring mode, and for fast scoring the version of its batch la
 the missing rows to compute, and resuming is the normal path. The batch size and the layout belong to the setup
 because they change the arithmetic: in bf16 another batch layout moves a LAMBADA passage's log-likelihood by
 ~0.5 nats (measured: SD 0.53, mean +0.11 over 103 passages), larger than the effects a study measures, so units
-computed under two layouts must never be paired with each other.
+computed under two layouts must never be paired with each other. A batch size of `auto` enters the key as the size
+it chose on that device (`Store.use_batch_size`), never as "auto".
 
 The scoring setup is a property of the `Store` a study opens (`Store(path, context_length=..., device_type=...)`):
 a field enters the key only when it differs from its default (`DEFAULT_SETUP`: context 1024, cpu), so the keys of
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from frankenlm.errors import FrankenError
+from frankenlm.eval.batching import AUTO
 from frankenlm.eval.packing import LAYOUT_VERSION
 
 SCORING_VERSION = "1"
@@ -143,6 +145,7 @@ class Store:
         }
         if scoring == "fast":
             self.setup["layout"] = LAYOUT_VERSION
+        self.batch_sizes: dict[tuple[str, str], int] = {}  # (model digest, dtype) -> the size `auto` chose
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
         if self.path.is_dir():
             raise FrankenError(
@@ -169,20 +172,40 @@ class Store:
             )
 
     @classmethod
-    def for_spec(cls, path: str | Path, spec, device_type: str = "cpu") -> Store:
+    def for_spec(cls, path: str | Path, spec, device_type: str = "cpu", batch_sizes: dict | None = None) -> Store:
         """The store at `path` seen through a study spec's scoring setup (context length, scoring mode, batch
-        size) on `device_type`: the one way a study, and anything reading its results, opens its store."""
-        return cls(
+        size) on `device_type`: the one way a study, and anything reading its results, opens its store.
+        `batch_sizes` ("model digest/dtype" -> size, a run manifest's `batch_sizes`) are the sizes `auto` chose."""
+        store = cls(
             path,
             context_length=spec.context_length,
             device_type=device_type,
             scoring=spec.scoring,
             batch_size=spec.batch_size,
         )
+        for name, size in (batch_sizes or {}).items():
+            digest, _, dtype = name.rpartition("/")
+            store.use_batch_size(digest, dtype, size)
+        return store
+
+    def use_batch_size(self, model_digest: str, dtype: str, size: int) -> None:
+        """The batch size that `auto` chose for a model in a dtype: its units are keyed by that size, not by
+        "auto" (two GPUs with different free memory choose different sizes, and so different arithmetic)."""
+        if self.setup["batch_size"] == AUTO:
+            self.batch_sizes[(model_digest, dtype)] = int(size)
 
     def key(self, unit: Unit) -> str:
         """The row key of `unit` under this store's scoring setup."""
-        return unit_key(unit.model_digest, unit.plan, unit.task, unit.item_set, unit.dtype, setup=self.setup)
+        setup = self.setup
+        if setup["batch_size"] == AUTO:
+            size = self.batch_sizes.get((unit.model_digest, unit.dtype))
+            if size is None:
+                raise FrankenError(
+                    f"batch size 'auto' is not resolved for model {unit.model_digest[:12]} in {unit.dtype}: "
+                    "a unit's key holds the size that was used"
+                )
+            setup = {**setup, "batch_size": size}
+        return unit_key(unit.model_digest, unit.plan, unit.task, unit.item_set, unit.dtype, setup=setup)
 
     def close(self) -> None:
         self.db.close()
