@@ -78,8 +78,11 @@ class StudySpec:
                 DesignSpec(**_fields(x, DesignSpec, f"designs[{n}]", ("name",)))
                 for n, x in enumerate(_list(d["designs"], "designs"))
             ]
-            es = d.get("early_stopping")
-            d["early_stopping"] = EarlyStopping(**_fields(es, EarlyStopping, "early_stopping")) if es else None
+            if "early_stopping" in d:  # absent: racing with the default rule, like every other field; null: off
+                es = d["early_stopping"]
+                d["early_stopping"] = (
+                    None if es is None else EarlyStopping(**_fields(es, EarlyStopping, "early_stopping"))
+                )
             spec = cls(**d)
             spec.validate()
         except FrankenError as e:
