@@ -522,13 +522,21 @@ def findings(
         "manifest.json, *.parquet: written by `frankenlm store export RUN --with-manifest`)",
     ),
     out: Path = typer.Option(Path("docs/FINDINGS.md"), "--out", "-o", help="Markdown file to write"),
+    showcase: bool = typer.Option(
+        False,
+        "--showcase",
+        help="first load the model of every confirmed configuration: export it (hf and gguf), reload both in "
+        "transformers against the zero-copy frankenmodel, and generate from held-out items beside the base; "
+        "saved as showcase.json in the first folder (the document shows whatever showcase.json the folders hold)",
+    ),
 ) -> None:
     """Write the findings document (and its figures, beside it) from studies' results (never recomputes a
-    model). Committed results are first rebuilt into a temporary run directory."""
+    model, except with --showcase). Committed results are first rebuilt into a temporary run directory."""
     import tempfile
 
     from frankenlm.report.findings import write_findings
     from frankenlm.study.runner import is_committed_results, rebuild_run
+    from frankenlm.study.showcase import SHOWCASE, read_showcase, write_showcase
 
     for d in run_dirs:
         if not (d / "results.csv").is_file() and not is_committed_results(d):
@@ -537,9 +545,14 @@ def findings(
                 "directories (frankenlm report DIR) or what `frankenlm store export RUN --with-manifest` wrote"
             )
     writable_file(out, "--out")
+    if showcase:
+        writable_file(run_dirs[0] / SHOWCASE, "the showcase (in the first folder)")
     with tempfile.TemporaryDirectory(prefix="frankenlm-findings-") as tmp:
         dirs = [rebuild_run(d, Path(tmp) / f"run{k}") if is_committed_results(d) else d for k, d in enumerate(run_dirs)]
-        path = write_findings(dirs, out, sources=[str(d) for d in run_dirs])
+        if showcase:
+            done = write_showcase(dirs, run_dirs[0] / SHOWCASE, notify=lambda m: console.print(m, highlight=False))
+            console.print(f"showcase: {done}", highlight=False)
+        path = write_findings(dirs, out, sources=[str(d) for d in run_dirs], showcase=read_showcase(run_dirs))
     console.print(f"findings: {path}", highlight=False)
 
 

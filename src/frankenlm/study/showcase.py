@@ -1,0 +1,147 @@
+"""The confirmed configurations of a study, shown the way a user would use them: exported, reloaded, generating.
+
+For every configuration a study confirms (Holm-significant on search items, held-out CI above 0), `showcase`
+loads its model in fp32 and
+- exports the frankenmodel as a materialized Hugging Face directory and as a GGUF (`frankenlm.export`), loads
+  each back through transformers (`frankenlm.model.loading`, the GGUF through transformers' own GGUF loader), and
+  records the largest logit difference from the zero-copy frankenmodel on the prompts and whether greedy
+  generation gives the same text;
+- generates greedily from the first held-out items of the task the configuration won on (a rolling text's first
+  sentences; a benchmark item's question), base and frankenmodel side by side.
+
+The result is one JSON file (`SHOWCASE`) beside the committed results, which `frankenlm findings` renders:
+the document stays a function of committed files, and only this step loads a model.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from frankenlm.errors import FrankenError
+from frankenlm.eval.tasks.requests import GenerateRequest, LoglikelihoodRequest, RollingRequest
+from frankenlm.study.results import read_results
+from frankenlm.study.spec import StudySpec
+
+SHOWCASE = "showcase.json"
+PROMPTS = 3  # held-out items per configuration
+NEW_TOKENS = 40
+PROMPT_CHARS = 240  # a rolling text's prompt: its first characters, cut at a word boundary
+
+
+def prompt_of(doc) -> str:
+    """What a user would type from this item: a text's opening (rolling tasks) or the question (benchmarks)."""
+    r = doc.requests[0]
+    if isinstance(r, RollingRequest):
+        text = r.text.strip()
+        if len(text) <= PROMPT_CHARS:
+            return text
+        cut = text[:PROMPT_CHARS]
+        return cut[: cut.rfind(" ")] if " " in cut else cut
+    if isinstance(r, (LoglikelihoodRequest, GenerateRequest)):
+        return r.context
+    raise TypeError(f"no prompt for a {type(r).__name__}")
+
+
+def confirmed(run_dirs: list[Path]) -> list[tuple[Path, str, str, str]]:
+    """(run directory, model, task, configuration) of every confirmed configuration, in document order."""
+    out = []
+    for d in run_dirs:
+        for g in read_results(Path(d)).groups():
+            out += [(Path(d), g.model, g.task, r.config) for r in g.rows if r.confirmed]
+    return out
+
+
+@torch.inference_mode()
+def _logits(model, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
+    return [model(input_ids=tokenizer(p, return_tensors="pt").input_ids).logits[0].float() for p in prompts]
+
+
+def _check_export(loaded, reference: list[torch.Tensor], prompts: list[str], generations: list[str]) -> dict:
+    """How an export loaded in transformers compares with the zero-copy frankenmodel on the prompts."""
+    from frankenlm.model.generation import greedy_generate
+
+    got = _logits(loaded.model, loaded.tokenizer, prompts)
+    diff = max(float((a - b).abs().max()) for a, b in zip(got, reference, strict=True))
+    gens = [greedy_generate(loaded.model, loaded.tokenizer, p, max_new_tokens=NEW_TOKENS) for p in prompts]
+    return {"max_abs_logit_diff": diff, "same_generations": gens == generations}
+
+
+def showcase_entry(run_dir: Path, model: str, task: str, config: str, workdir: Path) -> dict:
+    """The exports and generations of one confirmed configuration (see the module docstring)."""
+    from frankenlm.export import export_gguf, export_hf
+    from frankenlm.export.sources import gguf_source
+    from frankenlm.model.frankenmodel import build_frankenmodel
+    from frankenlm.model.generation import greedy_generate
+    from frankenlm.model.loading import load_model
+    from frankenlm.model.plan import coerce_plan
+    from frankenlm.study.items import select_items
+
+    spec = StudySpec.from_json((run_dir / "spec.json").read_text(), source=str(run_dir / "spec.json"))
+    budget = next(t for t in spec.tasks if t.name == task)
+    base = load_model(model, dtype="float32")
+    plan = coerce_plan(config)
+    plan.validate({None: base.depth})
+    docs = select_items(budget, base.tokenizer, spec.slices, spec.seed).heldout[:PROMPTS]
+    prompts = [prompt_of(d) for d in docs]
+    fm = build_frankenmodel(base.model, plan)
+    gen_base = [greedy_generate(base.model, base.tokenizer, p, max_new_tokens=NEW_TOKENS) for p in prompts]
+    gen_fm = [greedy_generate(fm, base.tokenizer, p, max_new_tokens=NEW_TOKENS) for p in prompts]
+    reference = _logits(fm, base.tokenizer, prompts)
+    exports = {}
+    hf_dir = workdir / "hf"
+    export_hf({None: base}, plan, hf_dir, base.tokenizer)
+    exports["hf"] = _check_export(load_model(str(hf_dir), dtype="float32"), reference, prompts, gen_fm)
+    exports["hf"]["bytes"] = sum(f.stat().st_size for f in hf_dir.iterdir() if f.suffix == ".safetensors")
+    gguf_file = workdir / "frankenmodel.gguf"
+    try:
+        export_gguf({None: gguf_source(model)}, plan, gguf_file)
+    except FrankenError as e:  # a source that is not a GGUF (a Hugging Face directory) has no GGUF export
+        exports["gguf"] = {"skipped": str(e)}
+    else:
+        exports["gguf"] = _check_export(load_model(str(gguf_file), dtype="float32"), reference, prompts, gen_fm)
+        exports["gguf"]["bytes"] = gguf_file.stat().st_size
+    return {
+        "model": model,
+        "task": task,
+        "config": config,
+        "dtype": "float32",
+        "max_new_tokens": NEW_TOKENS,
+        "exports": exports,
+        "generations": [
+            {"item_id": d.item_id, "prompt": p, "base": b, "frankenmodel": f}
+            for d, p, b, f in zip(docs, prompts, gen_base, gen_fm, strict=True)
+        ],
+    }
+
+
+def write_showcase(run_dirs: list[Path], out: Path, notify: Callable[[str], None] = print) -> Path:
+    """Showcase every confirmed configuration of `run_dirs` into `out` (JSON); returns `out`."""
+    entries = []
+    for run_dir, model, task, config in confirmed(run_dirs):
+        notify(f"showcase: {model} · {task} · {config} (export hf + gguf, reload, generate)")
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="frankenlm-showcase-") as tmp:
+            entry = showcase_entry(run_dir, model, task, config, Path(tmp))
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
+        entries.append(entry)
+    from frankenlm.export.files import atomic_file
+
+    with atomic_file(Path(out)) as tmp:
+        tmp.write_text(json.dumps({"entries": entries}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return Path(out)
+
+
+def read_showcase(folders: list[Path]) -> list[dict]:
+    """The showcase entries saved in any of `folders` (none where no folder has one)."""
+    entries = []
+    for f in folders:
+        p = Path(f) / SHOWCASE
+        if p.is_file():
+            entries += json.loads(p.read_text(encoding="utf-8")).get("entries", [])
+    return entries
