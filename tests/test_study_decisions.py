@@ -97,3 +97,39 @@ def test_designs_registry_and_argument_checks():
     assert designs.build("repeat-layer", {"fraction_every": 0.5, "max_repeats": 1}, 6) == designs.repeat_layer(
         6, max_repeats=1, every=3
     )
+
+
+def test_a_derived_design_takes_its_parents_from_stopped_configurations_when_too_few_ran_out(tmp_path):
+    """`best_of`: configurations that ran the full search budget first (by gain), then, where racing stopped the
+    rest, those by their gain on the slices they saw — so that healed variants of the best layers exist even
+    where every plain repeat is clearly worse (racing stops them all). Gains counted by hand below."""
+    from types import SimpleNamespace
+
+    from frankenlm.study.store import Store, Unit, item_set_digest
+    from frankenlm.study.sweep import best_of
+
+    slices = [["a", "b"], ["c", "d"]]
+    acc = {  # per plan, per item: correct (1) or not (0); the base gets every item right
+        "0..3": [1, 1, 1, 1],
+        "full": [1, 0, 0, 1],  # full budget: gain -0.5
+        "mild": [1, 0],  # stopped after slice 1: gain -0.5 there
+        "bad": [0, 0],  # stopped after slice 1: gain -1
+        "okay": [1, 1],  # stopped after slice 1: gain 0
+    }
+    store = Store(tmp_path / "s.sqlite")
+    for plan, values in acc.items():
+        for k, ids in enumerate(slices[: len(values) // 2]):
+            rows = [{"item_id": i, "metrics": {"acc": v}} for i, v in zip(ids, values[2 * k : 2 * k + 2], strict=True)]
+            store.put(Unit("d", plan, "arc_easy", item_set_digest("arc_easy", ids), "bfloat16"), rows)
+    lm = SimpleNamespace(digest="d", depth=4)
+    docs = [[SimpleNamespace(item_id=i) for i in ids] for ids in slices]
+    items = SimpleNamespace(task="arc_easy", primary="acc", higher_is_better=True, search_slices=docs)
+    cands = [SimpleNamespace(text=t) for t in ("full", "mild", "bad", "okay")]
+    seen = {"full": 2, "mild": 1, "bad": 1, "okay": 1}
+
+    def best(top, seen=seen):
+        return [c.text for c in best_of(store, lm, items, "bfloat16", seen, cands, top)]
+
+    assert best(1) == ["full"]  # enough ran the full budget: only those
+    assert best(3) == ["full", "okay", "mild"]  # then the stopped ones, best first on what they saw
+    assert best(4, {**seen, "full": 1}) == ["okay", "full", "mild", "bad"]  # all stopped: full's first slice only

@@ -76,18 +76,22 @@ def _slices_seen(store: Store, digest: str, plan: str, task: str, slices: list[l
     return k
 
 
-def rank_search(store: Store, digest: str, dtype: str, items, seen: dict[str, int], depth: int) -> list[str]:
-    """Plans that saw the full search budget, best first by search gain (ties broken by plan text)."""
+def rank_search(
+    store: Store, digest: str, dtype: str, items, seen: dict[str, int], depth: int, partial: bool = False
+) -> list[str]:
+    """Plans that saw the full search budget, best first by search gain (ties broken by plan text). With
+    `partial`, every plan that saw a slice, each by its gain over the slices it saw (`seen[plan]`)."""
     from frankenlm.study.designs import base_config
 
     base_text = str(base_config(depth).plan)
     slices = [[d.item_id for d in s] for s in items.search_slices]
-    base = _units(store, digest, base_text, items.task, slices, dtype)
     scored = []
     for plan, k in seen.items():
-        if k < len(slices):
+        if k < len(slices) and not (partial and k > 0):
             continue
-        cfg = _units(store, digest, plan, items.task, slices, dtype)
+        k = min(k, len(slices))
+        base = _units(store, digest, base_text, items.task, slices[:k], dtype)
+        cfg = _units(store, digest, plan, items.task, slices[:k], dtype)
         scored.append((-point_gain(items.task, items.primary, items.higher_is_better, base, cfg), plan))
     return [p for _, p in sorted(scored)]
 

@@ -136,12 +136,16 @@ def best_of(
     candidates: Sequence[Candidate],
     top: int,
 ) -> list[Candidate]:
-    """The `top` best of `candidates` (one design's) among those that ran the full search budget, ranked by
-    their gain on the search items."""
+    """The `top` best of `candidates` (one design's): those that ran the full search budget first, by their gain
+    on the search items; where racing stopped too many of them, then the stopped ones by their gain on the slices
+    they saw. A derived design (healed variants, longer repeat curves) is most needed where every plain repeat
+    hurts, which is where racing stops them all."""
     by_text = {c.text: c for c in candidates}
-    ranked = analysis.rank_search(
-        store, lm.digest, dtype, items, {str(p): k for p, k in seen.items() if str(p) in by_text}, lm.depth
-    )
+    sub = {str(p): k for p, k in seen.items() if str(p) in by_text}
+    ranked = analysis.rank_search(store, lm.digest, dtype, items, sub, lm.depth)
+    if len(ranked) < top:
+        stopped = {p: k for p, k in sub.items() if p not in ranked}
+        ranked += analysis.rank_search(store, lm.digest, dtype, items, stopped, lm.depth, partial=True)
     return [by_text[p] for p in ranked[:top]]
 
 
