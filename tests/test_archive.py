@@ -166,6 +166,12 @@ def test_findings_from_committed_results_alone(tiny_dir, tmp_path):  # noqa: F81
         if got is not None:
             n_full += 1
             fixed |= {i for i in wrong if got[i]}
+    # the compute table: every stored unit of the model and the seconds its own record holds, counted by hand
+    metas = [
+        json.loads(m) for (m,) in store.db.execute("SELECT meta FROM results WHERE model_digest=?", (info["digest"],))
+    ]
+    hours = sum(m["seconds"] for m in metas) / 3600
+    assert f"| {model} | **all** | {len(metas):,} | **{hours:.2f}** |" in text
     store.close()
     assert ceiling["search_base_wrong"] == len(wrong) and ceiling["search_fixed_by_some"] == len(fixed)
     assert ceiling["configurations"] == n_full and ceiling["chosen_fixed"] <= ceiling["heldout_base_wrong"]

@@ -199,6 +199,33 @@ def _ceiling_lines(studies: list[dict]) -> list[str]:
     return out
 
 
+def _compute_lines(studies: list[dict]) -> list[str]:
+    """Per model and task, the units stored and the hours they took to score (from each unit's record)."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for st in studies:
+        for model, tasks in (st.get("compute") or {}).items():
+            for task, c in tasks.items():
+                acc = per.setdefault(model, {}).setdefault(task, [0, 0.0])
+                acc[0] += c["units"]
+                acc[1] += c["seconds"]
+    if not per:
+        return []
+    lines = [
+        "Scoring time of every stored unit (a configuration on one slice of items, search, held-out and fp32 "
+        "re-checks alike), summed from the units' own records: model time on the machine that computed them, "
+        "without model loading or bookkeeping.",
+        "",
+        "| model | task | units | hours |",
+        "|---|---|---|---|",
+    ]
+    for model, tasks in per.items():
+        for task, (n, sec) in tasks.items():
+            lines.append(f"| {model} | {task} | {n:,} | {sec / 3600:.2f} |")
+        n, sec = sum(v[0] for v in tasks.values()), sum(v[1] for v in tasks.values())
+        lines.append(f"| {model} | **all** | {n:,} | **{sec / 3600:.2f}** |")
+    return [*lines, ""]
+
+
 def _coverage_lines(run_dirs: list[Path], groups: list[Group]) -> list[str]:
     """Model × task: done (held-out re-measured), search only (in progress) or not started, per the studies'
     specs; a document from an unfinished run says so before anything else."""
@@ -400,6 +427,7 @@ def findings_markdown(
             lines.append(f"- {g.model} · {g.task} Pareto front ({unit}): {pts}")
         else:
             lines.append(f"- {g.model} · {g.task}: no configuration beats the base at any extra cost")
+    lines += ["", "## Compute", "", *(_compute_lines(studies) or ["(no unit records)"])]
     lines += [
         "",
         "## Limits",

@@ -295,6 +295,7 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
         "early_stopping": None if spec.early_stopping is None else vars(spec.early_stopping),
         "signals": signals_summary,
         "ceiling": ceiling,  # {model: {task: per_item_ceiling}} for 0/1 metrics
+        "compute": {n: store.compute(i["digest"]) for n, i in manifest["models"].items()},  # {model: {task: ...}}
         "design_params": design_params,  # {model: {plan: the design's parameters}} for the typed rows
     }
     return rows, summary

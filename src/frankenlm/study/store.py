@@ -226,6 +226,18 @@ class Store:
             "SELECT key, model_digest, plan, task, item_set, dtype, n_items FROM results ORDER BY key"
         ).fetchall()
 
+    def compute(self, model_digest: str) -> dict[str, dict]:
+        """Per task, the units stored for a model (every dtype and setup) and the seconds they took to score
+        (each unit's `meta.seconds`: model time, not loading or bookkeeping)."""
+        out = {}
+        for task, n, seconds in self.db.execute(
+            "SELECT task, COUNT(*), SUM(COALESCE(json_extract(meta, '$.seconds'), 0)) FROM results "
+            "WHERE model_digest=? GROUP BY task ORDER BY task",
+            (model_digest,),
+        ):
+            out[task] = {"units": int(n), "seconds": float(seconds or 0.0)}
+        return out
+
     # ---------------------------------------------------------------------------------------- writing
     def put(self, unit: Unit, items: list[dict], meta: dict | None = None) -> None:
         """Write a finished unit atomically (a second write of the same unit is ignored) and drop its claim."""
