@@ -430,3 +430,47 @@ def test_auto_batch_size_keys_units_by_the_size_it_chose(tiny_dir, tmp_path):
     (run / "results.csv").unlink()
     rewrite_results(run)
     assert (run / "results.csv").read_text() == table
+
+
+def test_order_tasks_runs_every_model_on_a_task_before_the_next_and_gives_the_same_results(tiny_dir, tmp_path):
+    """`order: tasks` (every model through each task before the next task) computes the same units and writes
+    the same results table as the default model-by-model loop; only the order of the work differs."""
+    import dataclasses
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(1)
+    other = tmp_path / "other-llama"  # a second model: the tiny one with its weights perturbed
+    shutil.copytree(tiny_dir, other)
+    m = AutoModelForCausalLM.from_pretrained(other)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    m.save_pretrained(other)
+    spec = tiny_spec(str(tiny_dir), early=False)
+    spec.models = [str(tiny_dir), str(other)]
+    spec.tasks = [
+        TaskBudget("lambada_passages", search_tokens=600, heldout_tokens=200),
+        TaskBudget("arc_easy", search_items=12, heldout_items=6),
+    ]
+    spec.designs = [
+        DesignSpec("repeat-layer", {"layers": [1, 4], "max_repeats": 1}),
+        DesignSpec("damped", {"from": "repeat-layer", "top": 1, "scales": [0.5], "branches": ["both"]}),
+    ]
+    spec.dtype, spec.fp32_top_k = "bfloat16", 1  # the fp32 re-check runs after a model's last task
+    by_model = run_study(spec, tmp_path / "by-model")
+    by_task = run_study(dataclasses.replace(spec, order="tasks"), tmp_path / "by-task")
+    assert (by_model / "results.csv").read_text() == (by_task / "results.csv").read_text()
+    a, b = Store(by_model / "results.sqlite"), Store(by_task / "results.sqlite")
+    assert _all_items(a).keys() == _all_items(b).keys()
+    tasks = [t for (t,) in b.db.execute("SELECT task FROM results WHERE dtype='bfloat16' ORDER BY created")]
+    first_arc = tasks.index("arc_easy")
+    assert "lambada_passages" not in tasks[first_arc:]  # both models finished LAMBADA before ARC began
+    digests = [d for (d,) in b.db.execute("SELECT DISTINCT model_digest FROM results WHERE task='lambada_passages'")]
+    assert len(digests) == 2
+    assert b.db.execute("SELECT COUNT(*) FROM results WHERE dtype='float32'").fetchone()[0] > 0
+    created = b.db.execute("SELECT dtype, created FROM results").fetchall()
+    last_bf16 = max(t for d, t in created if d == "bfloat16")
+    assert min(t for d, t in created if d == "float32") > last_bf16  # the fp32 re-checks come after every search

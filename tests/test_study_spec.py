@@ -44,6 +44,7 @@ HOSTILE = [
     ({"dtype": "float8"}, "dtype 'float8' is not one of"),
     ({"models": "smollm2-135m"}, "models must be a non-empty list"),
     ({"batch_size": 0}, "batch size must be a positive integer"),
+    ({"order": "random"}, "order 'random' is not one of models, tasks"),
     ({"early_stopping": {"level": 1.5}}, "early_stopping.level must be a confidence level"),
     ({"early_stopping": {"lvl": 0.9}}, "early_stopping: unknown key 'lvl'"),
     ({"tasks": [{"name": "lambada_passages", "search_tokens": -5}]}, "search_tokens must be a positive integer"),

@@ -115,6 +115,7 @@ class StudyRun:
         self.store: Store | None = None
         self.manifest: dict = {}
         self.archives = archive_paths(archives or [])
+        self._models: dict[str, tuple[dict, dict[str, LayerPlan]]] = {}  # model -> (manifest entry, its plans)
 
     # ---------------------------------------------------------------------------------------- helpers
     def notify(self, message: str) -> None:
@@ -214,8 +215,15 @@ class StudyRun:
         self.check()
         t_all = time.perf_counter()
         try:
-            for model in self.spec.models:
-                self.run_model(model)
+            if self.spec.order == "tasks":  # every model through a task before the next task begins
+                for budget in self.spec.tasks:
+                    for model in self.spec.models:
+                        self.run_model(model, [budget], fp32=False)
+                for model in self.spec.models:
+                    self.run_fp32(model)
+            else:
+                for model in self.spec.models:
+                    self.run_model(model)
             self.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             self.manifest["timings"]["total"] = time.perf_counter() - t_all
             _write_json(self.run_dir / "manifest.json", self.manifest)
@@ -225,45 +233,59 @@ class StudyRun:
                 self.store.close()
         return self.run_dir
 
-    def run_model(self, model: str) -> None:
+    def run_model(self, model: str, budgets: list | None = None, fp32: bool = True) -> None:
+        """Run `model` on `budgets` (default: every task of the spec), then (`fp32`) its fp32 re-check. Called
+        once per task under `order: tasks`: the model's manifest entry and configurations carry over."""
         spec = self.spec
+        budgets = spec.tasks if budgets is None else budgets
         t0 = time.perf_counter()
         lm = load_model(model, dtype=spec.dtype, device=self.device)
         groups = static_groups(spec, lm.depth)
         cands = study_candidates(spec, lm.depth)
-        items = {b.name: select_items(b, lm.tokenizer, spec.slices, spec.seed) for b in spec.tasks}
+        items = {b.name: select_items(b, lm.tokenizer, spec.slices, spec.seed) for b in budgets}
         if self.store is None:
             self.begin()
-        base = designs.base_candidate(lm.depth)
-        info = {
-            "name": lm.name,
-            "digest": lm.digest,
-            "depth": lm.depth,
-            "params": int(sum(p.numel() for p in lm.model.parameters())),
-            "configs": [c.manifest_entry() for c in cands],
-            "costs": {
-                c.text: plan_costs(lm.model, c.plan, context=spec.context_length).as_dict() for c in [base, *cands]
-            },
-            "tasks": {},
-        }
-        plans: dict[str, LayerPlan] = {c.text: c.plan for c in [base, *cands]}
+        if model in self._models:
+            info, plans = self._models[model]
+        else:
+            base = designs.base_candidate(lm.depth)
+            info = {
+                "name": lm.name,
+                "digest": lm.digest,
+                "depth": lm.depth,
+                "params": int(sum(p.numel() for p in lm.model.parameters())),
+                "configs": [c.manifest_entry() for c in cands],
+                "costs": {
+                    c.text: plan_costs(lm.model, c.plan, context=spec.context_length).as_dict() for c in [base, *cands]
+                },
+                "tasks": {},
+            }
+            plans = {c.text: c.plan for c in [base, *cands]}
+            self._models[model] = info, plans
         ex = self.make_executor(lm, model, spec.dtype)
         info["batch_size"] = self.manifest["batch_sizes"][f"{lm.digest}/{spec.dtype}"]
         try:
-            for budget in spec.tasks:
+            for budget in budgets:
                 self.run_task(lm, ex, items[budget.name], groups, cands, info, plans)
         finally:
             ex.close()
         self.manifest["models"][lm.name] = info
-        self.manifest["timings"][f"{lm.name}/search+heldout"] = time.perf_counter() - t0
+        timings = self.manifest["timings"]
+        timings[f"{lm.name}/search+heldout"] = timings.get(f"{lm.name}/search+heldout", 0.0) + time.perf_counter() - t0
         self.manifest["worker_restarts"] = self.manifest.get("worker_restarts", 0) + getattr(ex, "restarts", 0)
         _write_json(self.run_dir / "manifest.json", self.manifest)
         del ex
-        if spec.fp32_top_k and spec.dtype != "float32":
+        if fp32:
             del lm
-            t0 = time.perf_counter()
-            self.fp32_recheck(model, info, plans)
-            self.manifest["timings"][f"{model}/fp32"] = time.perf_counter() - t0
+            self.run_fp32(model)
+
+    def run_fp32(self, model: str) -> None:
+        """The fp32 re-check of `model`'s top configurations on every task (after all of its tasks ran)."""
+        if not self.spec.fp32_top_k or self.spec.dtype == "float32" or model not in self._models:
+            return
+        t0 = time.perf_counter()
+        self.fp32_recheck(model, *self._models[model])
+        self.manifest["timings"][f"{model}/fp32"] = time.perf_counter() - t0
 
     def run_task(
         self,

@@ -57,6 +57,7 @@ class StudySpec:
     context_length: int = 1024
     seed: int = 1234
     scoring: str = "fast"  # fast (packed contexts, head only where scored) | lm-eval (HFLM's exact layout)
+    order: str = "models"  # models: each model through every task in turn | tasks: every model through each task
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -142,6 +143,8 @@ class StudySpec:
         from frankenlm.eval.scorer import check_scoring
 
         check_scoring(self.scoring)
+        if self.order not in ORDERS:
+            raise FrankenError(f"order {self.order!r} is not one of {', '.join(ORDERS)}")
         return self
 
 
@@ -176,6 +179,7 @@ def _fields(d, cls, what: str, required: tuple[str, ...] = ()) -> dict:
     return dict(d)
 
 
+ORDERS = ("models", "tasks")  # a study's loop: model by model, or task by task (every model on each task first)
 PPL_TASK = "lambada_passages"
 PRESETS = ("quick", "standard", "sizes", "full-scan")
 
