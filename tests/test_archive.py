@@ -176,3 +176,50 @@ def test_findings_from_committed_results_alone(tiny_dir, tmp_path):  # noqa: F81
     assert ceiling["search_base_wrong"] == len(wrong) and ceiling["search_fixed_by_some"] == len(fixed)
     assert ceiling["configurations"] == n_full and ceiling["chosen_fixed"] <= ceiling["heldout_base_wrong"]
     assert f"wrong; some one of {n_full} configurations gets {len(fixed)} of them right" in text
+
+
+def test_a_session_that_stops_early_keeps_what_earlier_sessions_recorded(tiny_dir, tmp_path, monkeypatch):  # noqa: F811
+    """A study continued from committed results and stopped before it reached a task still records that task
+    (and the configurations and signals of earlier sessions) in its manifest, so exporting it never loses them;
+    the signals of items already measured are not computed again."""
+    import json
+    from dataclasses import replace
+
+    from frankenlm.study import runner
+    from frankenlm.study.spec import TaskBudget
+
+    spec = replace(
+        tiny_spec(str(tiny_dir)),
+        tasks=[
+            TaskBudget("lambada_passages", search_tokens=600, heldout_tokens=200),
+            TaskBudget("arc_easy", search_items=12, heldout_items=6),
+        ],
+        order="tasks",
+    )
+    first = run_study(spec, tmp_path / "first")
+    committed = tmp_path / "committed"
+    res = CliRunner().invoke(
+        app, ["store", "export", str(first), "--out", str(committed / "results-1.parquet"), "--with-manifest"]
+    )
+    assert res.exit_code == 0, res.output
+    before = json.loads((committed / "manifest.json").read_text())["models"]
+
+    real_run_task = runner.StudyRun.run_task
+
+    def stop_at_arc(self, lm, ex, items, *args):
+        if items.task == "arc_easy":
+            raise KeyboardInterrupt
+        return real_run_task(self, lm, ex, items, *args)
+
+    def no_signals(*args):
+        raise AssertionError("signals of the same items computed again")
+
+    monkeypatch.setattr(runner.StudyRun, "run_task", stop_at_arc)
+    monkeypatch.setattr(runner, "layer_signals", no_signals)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, tmp_path / "second", archives=[committed])
+    after = json.loads((tmp_path / "second" / "manifest.json").read_text())["models"]
+    assert after.keys() == before.keys()
+    for name, info in before.items():
+        assert after[name]["tasks"] == info["tasks"]  # arc_easy (not reached) kept; LAMBADA re-walked the same
+        assert [c["plan"] for c in after[name]["configs"]] == [c["plan"] for c in info["configs"]]

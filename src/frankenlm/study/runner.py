@@ -25,7 +25,7 @@ from frankenlm.errors import FrankenError
 from frankenlm.eval.batching import AUTO, parse_batch_size, resolve_batch_size
 from frankenlm.model.costs import plan_costs
 from frankenlm.model.loading import LoadedModel, load_model, parse_device, resolve
-from frankenlm.model.plan import LayerPlan, identity_plan, repeat_layer_plan
+from frankenlm.model.plan import LayerPlan, coerce_plan, identity_plan, repeat_layer_plan
 from frankenlm.study import analysis, designs
 from frankenlm.study.archive import archive_paths, check_archive, import_store
 from frankenlm.study.designs import Candidate
@@ -116,6 +116,7 @@ class StudyRun:
         self.manifest: dict = {}
         self.archives = archive_paths(archives or [])
         self._models: dict[str, tuple[dict, dict[str, LayerPlan]]] = {}  # model -> (manifest entry, its plans)
+        self.earlier: dict[str, dict] = {}  # model name -> its manifest entry from earlier sessions
 
     # ---------------------------------------------------------------------------------------- helpers
     def notify(self, message: str) -> None:
@@ -199,15 +200,58 @@ class StudyRun:
         spec_file = self.run_dir / "spec.json"
         if not spec_file.exists():
             _write_json(spec_file, self.spec.to_json())
+        self.earlier, sizes = self._earlier_models()
         self.manifest = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "models": {},
+            "models": dict(self.earlier),  # replaced model by model as this session reaches them
+            "batch_sizes": sizes,
             "timings": {},
             "command": self.command,
             "store": str(self.store_path.resolve()),
             "executor": self.executor,
             "device_type": self.device_type,
         }
+        _write_json(self.run_dir / "manifest.json", self.manifest)
+
+    def _earlier_models(self) -> tuple[dict[str, dict], dict[str, int]]:
+        """The models' manifest entries (and batch sizes) that earlier sessions of this study recorded: the run
+        directory's own manifest, and those of imported folders of committed results made by the same spec on
+        the same kind of device. A session that stops before it reaches a model keeps that model's entry (tasks,
+        configurations, signals), so its export never loses what earlier sessions committed."""
+        sources = [self.run_dir / "manifest.json"]
+        for folder in dict.fromkeys(p.parent for p in self.archives):
+            spec_file = folder / "spec.json"
+            try:
+                same = StudySpec.from_json(spec_file.read_text()).to_json() == self.spec.to_json()
+            except (OSError, FrankenError):
+                same = False
+            if same:
+                sources.append(folder / "manifest.json")
+        models: dict[str, dict] = {}
+        sizes: dict[str, int] = {}
+        for f in sources:
+            if not f.is_file():
+                continue
+            m = _read_json(f)
+            if m.get("device_type", "cpu") == self.device_type:
+                models.update(m.get("models") or {})
+                sizes.update(m.get("batch_sizes") or {})
+        return models, sizes
+
+    def _carry_over(self, lm: LoadedModel, info: dict, plans: dict[str, LayerPlan]) -> None:
+        """Start `lm`'s entry from an earlier session's (same weights): its tasks (each replaced when this
+        session runs it) and the configurations its derived designs added."""
+        old = self.earlier.get(lm.name)
+        if not old or old.get("digest") != lm.digest:
+            return
+        info["tasks"] = dict(old.get("tasks") or {})
+        known = {c["plan"] for c in info["configs"]}
+        for c in old.get("configs") or []:
+            if c["plan"] not in known and c["plan"] in (old.get("costs") or {}):
+                info["configs"].append(c)
+                info["costs"][c["plan"]] = old["costs"][c["plan"]]
+                plans[c["plan"]] = coerce_plan(c["plan"])
+                known.add(c["plan"])
 
     # ---------------------------------------------------------------------------------------- the run
     def run(self) -> Path:
@@ -261,6 +305,7 @@ class StudyRun:
                 "tasks": {},
             }
             plans = {c.text: c.plan for c in [base, *cands]}
+            self._carry_over(lm, info, plans)
             self._models[model] = info, plans
         ex = self.make_executor(lm, model, spec.dtype)
         info["batch_size"] = self.manifest["batch_sizes"][f"{lm.digest}/{spec.dtype}"]
@@ -299,6 +344,7 @@ class StudyRun:
     ) -> None:
         spec, task = self.spec, items.task
         where = f"{lm.name} · {task}"
+        before = info["tasks"].get(task) or {}
         info["tasks"][task] = t = {
             "primary": items.primary,
             "higher_is_better": items.higher_is_better,
@@ -306,12 +352,15 @@ class StudyRun:
             "heldout": [d.item_id for d in items.heldout],
             "search_tokens": items.search_tokens,
         }
+        if before.get("slices") != t["slices"]:
+            before = {}  # an earlier session's record of other items: nothing of it carries over
         _write_json(
             self.run_dir / "manifest.json", {**self.manifest, "models": {**self.manifest["models"], lm.name: info}}
         )
         # the bar advances once per unit (plan x slice); racing makes this total an upper bound
         seen = self._raced(lm, ex, items, cands, f"{where} · search")
-        t["signals"] = signals = layer_signals(spec, lm, items)
+        # the base model's per-layer signals on the first slice: the same items give the same signals
+        t["signals"] = signals = before.get("signals") or layer_signals(spec, lm, items)
         pool = {n: groups[n] for n in groups}  # candidates of each design, by position in spec.designs
         adaptive_seen: dict[LayerPlan, int] = {}
         for n, d in enumerate(spec.designs):
