@@ -11,8 +11,10 @@ singled out, whole and attention-only), how the gain changes with the number of 
 with size, whether bits per byte ranks configurations as the benchmarks do (Spearman rho over the
 configurations both measured), the per-item ceiling (how many of the base's wrong answers some configuration
 gets right, against what the configuration chosen on search items fixes on held-out items), the winner's curse
-(search → held-out shrinkage), and gain per extra FLOP. Figures (matplotlib, the report's own) are written to a
-folder beside the document and linked from it.
+(search → held-out shrinkage), gain per extra FLOP, and the compute each model took (from the units' records).
+Confirmed configurations are shown exported, reloaded and generating from `showcase.json` (written by the one
+step that loads models, `frankenlm findings --showcase`; see `frankenlm.study.showcase`). Figures (matplotlib,
+the report's own) are written to a folder beside the document and linked from it.
 """
 
 from __future__ import annotations
