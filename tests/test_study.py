@@ -474,3 +474,29 @@ def test_order_tasks_runs_every_model_on_a_task_before_the_next_and_gives_the_sa
     created = b.db.execute("SELECT dtype, created FROM results").fetchall()
     last_bf16 = max(t for d, t in created if d == "bfloat16")
     assert min(t for d, t in created if d == "float32") > last_bf16  # the fp32 re-checks come after every search
+
+
+def test_only_the_configurations_the_protocol_re_measured_have_held_out_results(tiny_dir, tmp_path):
+    """A held-out unit of a configuration outside the protocol's top (left in the store by another selection,
+    e.g. an earlier session's) stays out of the held-out family: no held-out gain, no confirmation."""
+    import csv
+
+    from frankenlm.study.runner import rewrite_results
+    from frankenlm.study.store import Unit, item_set_digest
+
+    torch.set_num_threads(1)
+    spec = tiny_spec(str(tiny_dir), early=False)
+    run = run_study(spec, tmp_path / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    ((_, info),) = manifest["models"].items()
+    t = info["tasks"]["lambada_passages"]
+    outsider = next(c["plan"] for c in info["configs"] if c["plan"] not in t["heldout_plans"])
+    store = Store.for_spec(run / "results.sqlite", spec)
+    held = item_set_digest("lambada_passages", t["heldout"])
+    base_held = store.get(Unit(info["digest"], f"0..{info['depth'] - 1}", "lambada_passages", held, spec.dtype))
+    store.put(Unit(info["digest"], outsider, "lambada_passages", held, spec.dtype), base_held)
+    store.close()
+    rewrite_results(run)
+    rows = {r["config"]: r for r in csv.DictReader(open(run / "results.csv"))}
+    assert rows[outsider]["heldout_gain"] in ("", "nan")
+    assert all(rows[p]["heldout_gain"] not in ("", "nan") for p in t["heldout_plans"])

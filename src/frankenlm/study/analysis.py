@@ -251,7 +251,9 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
                     "stopped_early": k < len(slices),
                 }
                 held = None
-                if plan != base_text and base_held is not None:
+                # only the configurations the protocol re-measured (its top on search): held-out units that an
+                # earlier session's other selection left in the store stay out of the held-out family
+                if plan != base_text and base_held is not None and plan in t.get("heldout_plans", [plan]):
                     held = _units(store, digest, plan, task, [heldout], spec.dtype)
                     if held is not None:
                         h = compare(task, metric, hib, base_held, held)
