@@ -11,9 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 from frankenlm.cli.app import app
+from frankenlm.cli.showcase import SHOWCASE, confirmed, prompt_of, read_showcase, showcase_entry
 from frankenlm.report.findings import _cell, _showcase_lines
 from frankenlm.study.runner import run_study
-from frankenlm.study.showcase import SHOWCASE, confirmed, prompt_of, read_showcase, showcase_entry
 from frankenlm.study.spec import DesignSpec, StudySpec, TaskBudget
 from test_study import tiny_dir, tiny_spec  # noqa: F401  (fixture re-export)
 

@@ -534,9 +534,9 @@ def findings(
     model, except with --showcase). Committed results are first rebuilt into a temporary run directory."""
     import tempfile
 
+    from frankenlm.cli.showcase import SHOWCASE, read_showcase, write_showcase
     from frankenlm.report.findings import write_findings
     from frankenlm.study.runner import is_committed_results, rebuild_run
-    from frankenlm.study.showcase import SHOWCASE, read_showcase, write_showcase
 
     for d in run_dirs:
         if not (d / "results.csv").is_file() and not is_committed_results(d):

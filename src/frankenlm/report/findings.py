@@ -13,7 +13,7 @@ configurations both measured), the per-item ceiling (how many of the base's wron
 gets right, against what the configuration chosen on search items fixes on held-out items), the winner's curse
 (search → held-out shrinkage), gain per extra FLOP, and the compute each model took (from the units' records).
 Confirmed configurations are shown exported, reloaded and generating from `showcase.json` (written by the one
-step that loads models, `frankenlm findings --showcase`; see `frankenlm.study.showcase`). Figures (matplotlib,
+step that loads models, `frankenlm findings --showcase`; see `frankenlm.cli.showcase`). Figures (matplotlib,
 the report's own) are written to a folder beside the document and linked from it.
 """
 
@@ -335,7 +335,7 @@ def findings_markdown(
 ) -> str:
     """The document (see the module docstring) for the studies in `run_dirs` (named `sources` in its header),
     with its figures drawn into `fig_dir` and linked as `link_dir/NAME.png`, and the `showcase` entries
-    (`frankenlm.study.showcase`) of its confirmed configurations."""
+    (`frankenlm.cli.showcase`) of its confirmed configurations."""
     groups: list[Group] = []
     studies: list[dict] = []
     for d in run_dirs:
