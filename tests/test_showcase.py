@@ -79,6 +79,7 @@ def test_showcase_of_a_damped_repeat_on_smollm2(tmp_path):
     """On the real model: the hf and gguf exports of a scaled repeat, loaded by transformers, give the zero-copy
     frankenmodel's logits and greedy text, and the prompts are the openings of the task's held-out passages."""
     from frankenlm.model.loading import load_model
+    from frankenlm.model.zoo import cache_root
 
     torch.set_num_threads(2)
     run = tmp_path / "run"
@@ -88,7 +89,10 @@ def test_showcase_of_a_damped_repeat_on_smollm2(tmp_path):
     (run / "spec.json").write_text(spec.to_json())
     work = tmp_path / "work"
     work.mkdir()
+    load_model("smollm2-135m", dtype="float32")  # the base's own conversion, made by whichever load comes first
+    cached = set((cache_root() / "hf").glob("*"))
     e = showcase_entry(run, "smollm2-135m", "lambada_passages", "0..2,2@0.25,3..29", work)
+    assert set((cache_root() / "hf").glob("*")) <= cached  # the exports leave nothing in the model cache
     for fmt in ("hf", "gguf"):
         assert e["exports"][fmt]["max_abs_logit_diff"] <= 1e-4, fmt
         assert e["exports"][fmt]["same_generations"], fmt

@@ -3,7 +3,7 @@
 For every configuration a study confirms (Holm-significant on search items, held-out CI above 0), `showcase`
 loads its model in fp32 and
 - exports the frankenmodel as a materialized Hugging Face directory and as a GGUF (`frankenlm.export`), loads
-  each back through transformers (`frankenlm.model.loading`, the GGUF through transformers' own GGUF loader), and
+  each back with transformers' own `from_pretrained` (the GGUF through its GGUF loader; nothing is cached), and
   records the largest logit difference from the zero-copy frankenmodel on the prompts and whether greedy
   generation gives the same text;
 - generates greedily from the first held-out items of the task the configuration won on (a rolling text's first
@@ -62,14 +62,26 @@ def _logits(model, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
     return [model(input_ids=tokenizer(p, return_tensors="pt").input_ids).logits[0].float() for p in prompts]
 
 
-def _check_export(loaded, reference: list[torch.Tensor], prompts: list[str], generations: list[str]) -> dict:
-    """How an export loaded in transformers compares with the zero-copy frankenmodel on the prompts."""
+def _check_export(path: Path, reference: list[torch.Tensor], prompts: list[str], generations: list[str]) -> dict:
+    """How an export, loaded by transformers itself (`from_pretrained`; a GGUF through its GGUF loader, nothing
+    cached), compares with the zero-copy frankenmodel on the prompts."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from frankenlm.model.generation import greedy_generate
 
-    got = _logits(loaded.model, loaded.tokenizer, prompts)
+    where = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
+    folder = str(path.parent if where else path)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **where).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, **where)
+    got = _logits(model, tokenizer, prompts)
     diff = max(float((a - b).abs().max()) for a, b in zip(got, reference, strict=True))
-    gens = [greedy_generate(loaded.model, loaded.tokenizer, p, max_new_tokens=NEW_TOKENS) for p in prompts]
-    return {"max_abs_logit_diff": diff, "same_generations": gens == generations}
+    gens = [greedy_generate(model, tokenizer, p, max_new_tokens=NEW_TOKENS) for p in prompts]
+    return {"max_abs_logit_diff": diff, "same_generations": gens == generations, "bytes": _bytes(path)}
+
+
+def _bytes(path: Path) -> int:
+    """The weights' size: a GGUF file, or the safetensors files of a directory."""
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.glob("*.safetensors"))
 
 
 def showcase_entry(run_dir: Path, model: str, task: str, config: str, workdir: Path) -> dict:
@@ -96,16 +108,14 @@ def showcase_entry(run_dir: Path, model: str, task: str, config: str, workdir: P
     exports = {}
     hf_dir = workdir / "hf"
     export_hf({None: base}, plan, hf_dir, base.tokenizer)
-    exports["hf"] = _check_export(load_model(str(hf_dir), dtype="float32"), reference, prompts, gen_fm)
-    exports["hf"]["bytes"] = sum(f.stat().st_size for f in hf_dir.iterdir() if f.suffix == ".safetensors")
+    exports["hf"] = _check_export(hf_dir, reference, prompts, gen_fm)
     gguf_file = workdir / "frankenmodel.gguf"
     try:
         export_gguf({None: gguf_source(model)}, plan, gguf_file)
     except FrankenError as e:  # a source that is not a GGUF (a Hugging Face directory) has no GGUF export
         exports["gguf"] = {"skipped": str(e)}
     else:
-        exports["gguf"] = _check_export(load_model(str(gguf_file), dtype="float32"), reference, prompts, gen_fm)
-        exports["gguf"]["bytes"] = gguf_file.stat().st_size
+        exports["gguf"] = _check_export(gguf_file, reference, prompts, gen_fm)
     return {
         "model": model,
         "task": task,
