@@ -500,3 +500,27 @@ def test_only_the_configurations_the_protocol_re_measured_have_held_out_results(
     rows = {r["config"]: r for r in csv.DictReader(open(run / "results.csv"))}
     assert rows[outsider]["heldout_gain"] in ("", "nan")
     assert all(rows[p]["heldout_gain"] not in ("", "nan") for p in t["heldout_plans"])
+
+
+def test_every_task_races_its_own_derived_variants(tiny_dir, tmp_path):
+    """A derived design's variants are raced on every task, also when an earlier task already proposed the same
+    ones (they were dropped as 'known', so the second task's healed variants and held-out top silently
+    differed from the protocol)."""
+    torch.set_num_threads(1)
+    spec = tiny_spec(str(tiny_dir), early=False)
+    spec.tasks = [
+        TaskBudget("lambada_passages", search_tokens=600, heldout_tokens=200),
+        TaskBudget("arc_easy", search_items=12, heldout_items=6),
+    ]
+    spec.designs = [
+        DesignSpec("repeat-layer", {"layers": [1], "max_repeats": 1}),
+        DesignSpec("damped", {"from": "repeat-layer", "top": 1, "scales": [0.5], "branches": ["both"]}),
+    ]
+    run = run_study(spec, tmp_path / "run")
+    ((_, info),) = json.loads((run / "manifest.json").read_text())["models"].items()
+    damped = [c["plan"] for c in info["configs"] if c["design"] == "damped"]
+    assert damped
+    store = Store.for_spec(run / "results.sqlite", spec)
+    for task in ("lambada_passages", "arc_easy"):
+        have = {p for (p,) in store.db.execute("SELECT DISTINCT plan FROM results WHERE task=?", (task,))}
+        assert set(damped) <= have, task

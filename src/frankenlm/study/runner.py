@@ -399,7 +399,9 @@ class StudyRun:
                     d.name,
                     d.args,
                     top,
-                    set(plans),
+                    # plans already raced on this task (not those of other tasks or sessions: each task races
+                    # its own variants, and a carried-over configuration is raced again from its stored units)
+                    {str(designs.base_candidate(lm.depth).plan), *map(str, {**adaptive_seen, **seen})},
                     progress=lambda units, name=d.name: self.bar(f"{where} · {name}", units),
                 )
             pool[n] = found
