@@ -86,13 +86,15 @@ def rank_search(
     base_text = str(base_config(depth).plan)
     slices = [[d.item_id for d in s] for s in items.search_slices]
     scored = []
+    bases: dict[int, list[dict] | None] = {}  # the base's units on the first k slices, read once per k
     for plan, k in seen.items():
         if k < len(slices) and not (partial and k > 0):
             continue
         k = min(k, len(slices))
-        base = _units(store, digest, base_text, items.task, slices[:k], dtype)
+        if k not in bases:
+            bases[k] = _units(store, digest, base_text, items.task, slices[:k], dtype)
         cfg = _units(store, digest, plan, items.task, slices[:k], dtype)
-        scored.append((-point_gain(items.task, items.primary, items.higher_is_better, base, cfg), plan))
+        scored.append((-point_gain(items.task, items.primary, items.higher_is_better, bases[k], cfg), plan))
     return [p for _, p in sorted(scored)]
 
 
