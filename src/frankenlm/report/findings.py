@@ -12,6 +12,8 @@ with size, whether bits per byte ranks configurations as the benchmarks do (Spea
 configurations both measured), the per-item ceiling (how many of the base's wrong answers some configuration
 gets right, against what the configuration chosen on search items fixes on held-out items), the winner's curse
 (search → held-out shrinkage), gain per extra FLOP, and the compute each model took (from the units' records).
+The document opens with "The answers so far": one plain answer per question, each sentence counted from the
+same rows (`_answers_lines`), before the sections that hold the detail.
 Confirmed configurations are shown exported, reloaded and generating from `showcase.json` (written by the one
 step that loads models, `frankenlm findings --showcase`; see `frankenlm.cli.showcase`). Figures (matplotlib,
 the report's own) are written to a folder beside the document and linked from it.
@@ -56,7 +58,11 @@ def _verdict(r: ResultRow) -> str:
     if r.confirmed:
         return "**better, confirmed on held-out**"
     if r.better:
-        return "better on search, not confirmed"
+        return (
+            "better on search, not confirmed on held-out items"
+            if r.remeasured
+            else "better on search, not yet re-measured"
+        )
     if r.worse:
         return "worse"
     return "no significant difference" + (" (stopped early)" if r.stopped_early else "")
@@ -143,28 +149,37 @@ def _proxy_lines(groups: list[Group]) -> list[str]:
     return out
 
 
-def _size_lines(groups: list[Group], params: dict[str, int]) -> list[str]:
-    """Per task, the models from smallest to largest: how many configurations are worse, the best one, and the
-    median gain of a single layer repeated once."""
-    out = []
+def _by_size(groups: list[Group], params: dict[str, int]):
+    """Per task measured on two or more models: (task, scale, unit, [(group, its configuration rows, the median
+    gain of a single layer repeated once)]), the models from smallest to largest."""
     for task in dict.fromkeys(g.task for g in groups):
         gs = sorted([g for g in groups if g.task == task], key=lambda g: (params.get(g.model, 0), g.model))
         if len(gs) < 2:
             continue
         scale, unit = _unit(gs[0])
-        out.append(f"- **{task}** ({unit}), smallest model first:")
+        per = []
         for g in gs:
-            rows = [r for r in g.rows if not r.is_base and fin(r.gain)]
             singles = [r.gain for (k, rep), r in g.layer_reps.items() if rep == 1 and fin(r.gain)]
-            best = g.ranked[0] if g.ranked else None
+            rows = [r for r in g.rows if not r.is_base and fin(r.gain)]
+            per.append((g, rows, statistics.median(singles) if singles else math.nan))
+        yield task, scale, unit, per
+
+
+def _size_lines(groups: list[Group], params: dict[str, int]) -> list[str]:
+    """Per task, the models from smallest to largest: how many configurations are worse, the best one, and the
+    median gain of a single layer repeated once."""
+    out = []
+    for task, scale, unit, per in _by_size(groups, params):
+        out.append(f"- **{task}** ({unit}), smallest model first:")
+        for g, rows, median in per:
             size = f"{params[g.model] / 1e6:,.0f}M parameters, " if g.model in params else ""
             line = (
                 f"  - {g.model} ({size}{g.n_layers()} layers): {sum(r.worse for r in rows)} of {len(rows)} "
                 f"configurations worse, {sum(r.better for r in rows)} better; median single-layer repeat "
-                f"{scale * statistics.median(singles) if singles else math.nan:+.2f}"
+                f"{scale * median:+.2f}"
             )
-            if best is not None:
-                line += f"; best `{best.config}` {_pm(best, scale)}"
+            if g.ranked:
+                line += f"; best `{g.ranked[0].config}` {_pm(g.ranked[0], scale)}"
             out.append(line)
     return out
 
@@ -257,6 +272,212 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group]) -> list[str]:
             out.append(f"| {m} | " + " | ".join(cells) + " |")
         out.append("")
     return out
+
+
+# ------------------------------------------------------------------------------------------ plain answers
+
+HEALED = ("damped", "substep")  # designs whose repeats damp or sub-step the repeated update
+
+
+def _is_acc(g: Group) -> bool:
+    return _unit(g)[1].endswith("points")
+
+
+def _done(g: Group) -> bool:
+    """The task's held-out check has run (some configuration re-measured)."""
+    return any(r.remeasured for r in g.rows)
+
+
+def _pairs(gs: list[Group]) -> str:
+    return ", ".join(f"{g.model} · {g.task}" for g in gs)
+
+
+def _answer_help(groups: list[Group]) -> list[str]:
+    out = []
+    for kind, gs in (
+        ("bits per byte", [g for g in groups if not _is_acc(g)]),
+        ("benchmark accuracy", [g for g in groups if _is_acc(g)]),
+    ):
+        done = [g for g in gs if _done(g)]
+        pending = f" ({len(gs) - len(done)} more in search)" if len(gs) > len(done) else ""
+        if not done:
+            out.append(f"  - on {kind}: no model × task finished yet{pending}.")
+            continue
+        conf = [(g, r) for g in done for r in g.rows if r.confirmed]
+        if conf:
+            parts = []
+            for g, r in conf:
+                scale, unit = _unit(g)
+                base = g.base.base_value if g.base else math.nan
+                rel = f" ({100 * r.gain / base:.2f}% of the base's {base:.4g})" if fin(base) and base else ""
+                parts.append(
+                    f"{g.model} · {g.task} `{r.config}` {_pm(r, scale)} {unit}{rel}, held-out {_held(r, scale)}"
+                )
+            n = len({(g.model, g.task) for g, _ in conf})
+            out.append(
+                f"  - on {kind}: yes in {n} of {len(done)} model × task finished{pending}: " + "; ".join(parts) + "."
+            )
+        else:
+            best = [(g, r) for g in done for r in g.ranked if r.gain > 0 and fin(r.p_holm)]
+            line = f"  - on {kind}: no, in all {len(done)} model × task finished ({_pairs(done)}){pending}"
+            if best:
+                g, r = min(best, key=lambda x: (x[1].p_holm, -x[1].gain))
+                scale, unit = _unit(g)
+                line += (
+                    f"; the strongest candidate, {g.model} · {g.task} `{r.config}` {_pm(r, scale)} {unit} on search "
+                    f"(Holm p {_p(r.p_holm)}), re-measured {_held(r, scale)} on held-out items"
+                )
+            out.append(line + ".")
+    better = [r for g in groups for r in g.rows if r.better]
+    healed = [r for r in better if r.design in HEALED]
+    if better:
+        out.append(
+            f"  - of the {len(better)} configurations better on search anywhere, {len(healed)} are healed repeats "
+            f"(damped or sub-stepped); {len(better) - len(healed)} repeat layers at full strength."
+        )
+    return out
+
+
+def _verdict_counts(rows: list[ResultRow]) -> str:
+    w, b = sum(r.worse for r in rows), sum(r.better for r in rows)
+    return f"{w} worse, {b} better, {len(rows) - w - b} without a significant difference"
+
+
+def _answer_layers(groups: list[Group]) -> list[str]:
+    out = []
+    singles = [r for g in groups for (k, rep), r in g.layer_reps.items() if rep == 1 and fin(r.gain)]
+    if singles:
+        out.append(f"  - a whole layer repeated once: {len(singles)} measured, {_verdict_counts(singles)}.")
+    for g in groups:
+        rows = [(k, r) for (k, rep), r in g.layer_reps.items() if rep == 1 and fin(r.gain)]
+        if rows:
+            scale, unit = _unit(g)
+            k, r = max(rows, key=lambda x: x[1].gain)
+            out.append(
+                f"  - {g.model} · {g.task}: the least harmful single layer is {k} (depth {k / (g.n_layers() or 1):.2f}): "
+                f"{_pm(r, scale)} {unit} ({_verdict(r)})."
+            )
+    early_sets = [
+        (
+            "single layers in the first layers (depth < 0.15), attention only, repeated once",
+            [r for g in groups for (k, s), r in g.subs.items() if s == "attn" and k / (g.n_layers() or 1) < EARLY],
+        ),
+        (
+            "single layers in the first layers (depth < 0.15), whole, repeated once",
+            [r for g in groups for (k, s), r in g.subs.items() if s == "block" and k / (g.n_layers() or 1) < EARLY],
+        ),
+        (
+            "blocks starting at layer 0, repeated once",
+            [r for g in groups for (i, j), r in g.blocks.items() if i == 0 and j > 0],
+        ),
+    ]
+    for name, rows in early_sets:
+        rows = [r for r in rows if fin(r.gain)]
+        if not rows:
+            continue
+        conf = [r for r in rows if r.confirmed]
+        tail = (
+            f"{len(conf)} confirmed on held-out items ({', '.join(f'`{r.config}` ({r.model} · {r.task})' for r in conf)})"
+            if conf
+            else "none confirmed on held-out items"
+        )
+        out.append(f"  - {name}: {len(rows)} measured, {_verdict_counts(rows)}; {tail}.")
+    return out
+
+
+def _answer_repeats(groups: list[Group]) -> list[str]:
+    curves, worse_one = [], 0
+    for g in groups:
+        for pts in g.repeat_curves()[1].values():
+            if len(pts) >= 2:
+                curves.append([row.gain for _, row in pts])
+                worse_one += pts[0][0] == 1 and pts[0][1].worse
+    if not curves:
+        return []
+    best_one = sum(c.index(max(c)) == 0 for c in curves)
+    falling = sum(all(b < a for a, b in zip(c, c[1:])) for c in curves)
+    longest = max(len(c) for c in curves)
+    return [
+        f"  - over {len(curves)} layer curves (r = 1 to {longest} extra copies): the best count is r = 1 in "
+        f"{best_one}, and the gain falls with every extra copy in {falling}; a single extra copy is itself "
+        f"significantly worse than the base in {worse_one}."
+    ]
+
+
+def _answer_size(groups: list[Group], params: dict[str, int]) -> list[str]:
+    out = []
+    for task, scale, unit, per in _by_size(groups, params):
+        parts = [
+            f"{g.model} {100 * sum(r.worse for r in rows) / max(1, len(rows)):.0f}% worse, median single layer "
+            f"{scale * median:+.2f}, best {scale * g.ranked[0].gain if g.ranked else math.nan:+.2f}"
+            for g, rows, median in per
+        ]
+        out.append(f"  - {task} ({unit}), smallest first: " + "; ".join(parts) + ".")
+    return out or ["  - needs two or more models measured on one task."]
+
+
+def _full(g: Group) -> dict[str, ResultRow]:
+    return {r.config: r for r in g.rows if not r.stopped_early and fin(r.gain)}
+
+
+def _answer_proxy(groups: list[Group]) -> list[str]:
+    """Per model, bits-per-byte task and benchmark: over the configurations both measured on the full budget, the
+    one bits per byte ranks first, its benchmark gain, the benchmark's own first, and the rank correlation."""
+    out = []
+    for m in dict.fromkeys(g.model for g in groups):
+        gs = [g for g in groups if g.model == m]
+        for p in (g for g in gs if not _is_acc(g)):
+            for a in (g for g in gs if _is_acc(g)):
+                pf, af = _full(p), _full(a)
+                common = sorted(set(pf) & set(af))
+                if len(common) < 3:
+                    continue
+                pick = max(common, key=lambda c: (pf[c].gain, c))
+                top = max(common, key=lambda c: (af[c].gain, c))
+                rho, pv = _spearman([pf[c].gain for c in common], [af[c].gain for c in common])
+                scale, unit = _unit(a)
+                out.append(
+                    f"  - {m}, {p.task} vs {a.task}, over the {len(common)} configurations both measured in full: "
+                    f"{p.task} ranks `{pick}` first, which scores {_pm(af[pick], scale)} {unit} on {a.task} "
+                    f"({_verdict(af[pick])}); {a.task}'s own first is `{top}` {_pm(af[top], scale)}; Spearman rho "
+                    f"{rho:+.2f} (p {_p(pv)})."
+                )
+    return out or ["  - needs a bits-per-byte task and a benchmark measured on one model."]
+
+
+def _answer_curse(groups: list[Group]) -> list[str]:
+    out = []
+    for kind, gs in (
+        ("bits per byte", [g for g in groups if not _is_acc(g)]),
+        ("accuracy", [g for g in groups if _is_acc(g)]),
+    ):
+        pts = [(g, *g.shrinkage()) for g in gs]
+        pts = [(g, n, s, h) for g, n, s, h, _ in pts if n]
+        if not pts:
+            continue
+        scale, unit = _unit(pts[0][0])
+        n = sum(x[1] for x in pts)
+        s = sum(x[1] * x[2] for x in pts) / n
+        h = sum(x[1] * x[3] for x in pts) / n
+        out.append(
+            f"  - {kind}: the {n} configurations re-measured on held-out items average {scale * s:+.2f} {unit} on "
+            f"search and {scale * h:+.2f} on held-out items (shrinkage {scale * (s - h):+.2f})."
+        )
+    return out
+
+
+def _answers_lines(groups: list[Group], studies: list[dict], params: dict[str, int]) -> list[str]:
+    """One plain answer per question, each a sentence built from the rows (the sections below give the detail)."""
+    lines = ["## The answers so far", ""]
+    lines += ["- **Does repeating layers help?**", *_answer_help(groups)]
+    lines += ["- **Which layers help or hurt?**", *(_answer_layers(groups) or ["  - no single-layer repeats yet."])]
+    lines += ["- **How many repeats?**", *(_answer_repeats(groups) or ["  - no repeat curves yet."])]
+    lines += ["- **How does it change with size?**", *_answer_size(groups, params)]
+    lines += ["- **Does bits per byte pick what the benchmarks pick?**", *_answer_proxy(groups)]
+    ceiling = [x.replace("- ", "  - ", 1) for x in _ceiling_lines(studies) if x.startswith("- ")]
+    lines += ["- **How much could a per-input plan win?**", *(ceiling or ["  - needs an accuracy benchmark."])]
+    lines += ["- **How much does selection overstate?**", *(_answer_curse(groups) or ["  - nothing re-measured yet."])]
+    return [*lines, ""]
 
 
 def _figures(groups: list[Group], fig_dir: Path | None, link_dir: str) -> dict[str, list[str]]:
@@ -357,6 +578,7 @@ def findings_markdown(
         f"Models covered: {', '.join(models) or 'none yet'}.",
         "",
         *_coverage_lines(run_dirs, groups),
+        *_answers_lines(groups, studies, params),
         "## Does any configuration help?",
         "",
     ]

@@ -1,0 +1,126 @@
+"""The plain answers at the top of FINDINGS.md, checked against counts done by hand on a small set of rows."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from frankenlm.report.findings import _answers_lines
+from frankenlm.study.results import Group, ResultRow
+
+DEPTH = 10
+
+
+def _row(task, config, design, gain, lo, hi, sig, **kw) -> ResultRow:
+    metric = "acc_norm" if task == "arc_easy" else "bits_per_byte"
+    return ResultRow(
+        model="m",
+        depth=DEPTH,
+        config=config,
+        design=design,
+        task=task,
+        metric=metric,
+        higher_is_better=metric == "acc_norm",
+        base_value=0.5 if metric == "acc_norm" else 1.5,
+        gain=gain,
+        ci_low=lo,
+        ci_high=hi,
+        significant=sig,
+        p_holm=0.01 if sig else 0.5,
+        **kw,
+    )
+
+
+def _groups() -> list[Group]:
+    t = "lambada_passages"
+    base = _row(t, "0..9", "base", 0.0, 0.0, 0.0, False)
+    bpb = [
+        _row(t, "0,0,1..9", "repeat-layer", -0.1, -0.12, -0.08, True, layer=0, repeats=1),  # worse
+        _row(t, "0,0,0,1..9", "repeat-layer", -0.3, -0.35, -0.25, True, layer=0, repeats=2),
+        _row(t, "0..4,4,5..9", "repeat-layer", -0.01, -0.03, 0.01, False, layer=4, repeats=1),
+        _row(t, "0..4,4,4,5..9", "repeat-layer", -0.005, -0.02, 0.01, False, layer=4, repeats=2),  # the curve rises
+        _row(  # the first layer's attention, better and confirmed on held-out items
+            t,
+            "0,0.attn,1..9",
+            *("sublayer", 0.002, 0.001, 0.003, True),
+            layer=0,
+            sublayer="attn",
+            repeats=1,
+            heldout_gain=0.002,
+            heldout_ci_low=0.001,
+            heldout_ci_high=0.004,
+        ),
+        _row(t, "0..4,4@0.5,5..9", "damped", 0.003, 0.001, 0.005, True),  # better, not re-measured
+    ]
+    a = "arc_easy"
+    acc = [
+        _row(a, "0,0,1..9", "repeat-layer", -0.05, -0.08, -0.02, True, layer=0, repeats=1),
+        _row(a, "0..4,4,5..9", "repeat-layer", 0.02, -0.01, 0.05, False, layer=4, repeats=1),
+        _row(a, "0,0.attn,1..9", "sublayer", -0.01, -0.03, 0.01, False, layer=0, sublayer="attn", repeats=1),
+        _row(
+            a,
+            "0..4,4,4,5..9",
+            *("repeat-layer", 0.03, 0.0, 0.06, False),
+            layer=4,
+            repeats=2,
+            heldout_gain=-0.01,
+            heldout_ci_low=-0.03,
+            heldout_ci_high=0.01,
+        ),
+    ]
+    return [
+        Group("m", t, "bits_per_byte", False, DEPTH, base, bpb),
+        Group("m", a, "acc_norm", True, DEPTH, _row(a, "0..9", "base", 0.0, 0.0, 0.0, False), acc),
+    ]
+
+
+def test_each_answer_counts_what_the_rows_hold():
+    text = "\n".join(_answers_lines(_groups(), [], {}))
+    # help: the one confirmed gain with its share of the base; no benchmark gain, the candidate re-measured
+    assert (
+        "on bits per byte: yes in 1 of 1 model × task finished: m · lambada_passages `0,0.attn,1..9` "
+        "+2.00 [+1.00, +3.00] milli-bits_per_byte (0.13% of the base's 1.5), held-out +2.00 [+1.00, +4.00]"
+    ) in text
+    assert "on benchmark accuracy: no, in all 1 model × task finished (m · arc_easy)" in text
+    assert "of the 2 configurations better on search anywhere, 1 are healed repeats" in text
+    # layers: whole single layers (0 and 4 on both tasks), verdicts counted
+    assert "a whole layer repeated once: 4 measured, 2 worse, 0 better, 2 without a significant difference" in text
+    assert "m · lambada_passages: the least harmful single layer is 4 (depth 0.40)" in text
+    assert "attention only, repeated once: 2 measured, 0 worse, 1 better, 1 without" in text
+    assert "1 confirmed on held-out items (`0,0.attn,1..9` (m · lambada_passages))" in text
+    # repeat curves: layers 0 and 4 on bits per byte, layer 4 on ARC (layer 0 has one point there); both
+    # curves of layer 4 rise at r = 2
+    assert "over 3 layer curves (r = 1 to 2 extra copies): the best count is r = 1 in 1" in text
+    assert (
+        "falls with every extra copy in 1; a single extra copy is itself significantly worse than the base in 1" in text
+    )
+    # proxy: of the 4 configurations both measured in full, bits per byte ranks 0.attn first; rho by hand:
+    # ranks (1,1) (2,3) (4,2) (3,4), sum d^2 = 6, rho = 1 - 6*6/(4*15) = 0.4
+    assert (
+        "over the 4 configurations both measured in full: lambada_passages ranks `0,0.attn,1..9` first, which "
+        "scores -1.00 [-3.00, +1.00] acc_norm points on arc_easy (no significant difference)"
+    ) in text
+    assert "arc_easy's own first is `0..4,4,4,5..9` +3.00 [+0.00, +6.00]; Spearman rho +0.40" in text
+    # shrinkage from search to held-out, per kind
+    assert "accuracy: the 1 configurations re-measured on held-out items average +3.00 acc_norm points" in text
+    assert "on search and -1.00 on held-out items (shrinkage +4.00)" in text
+    # size needs two models
+    assert "needs two or more models measured on one task" in text
+
+
+def test_the_size_answer_orders_models_by_parameters():
+    t = "lambada_passages"
+    small = Group(
+        "m2",
+        t,
+        "bits_per_byte",
+        False,
+        DEPTH,
+        None,
+        [replace(_row(t, "0,0,1..9", "repeat-layer", -0.2, -0.25, -0.15, True, layer=0, repeats=1), model="m2")],
+    )
+    text = "\n".join(_answers_lines([_groups()[0], small], [], {"m": 100_000_000, "m2": 50_000_000}))
+    # m: 2 of 6 worse, single layers -0.1 and -0.01 (median -0.055), best full-budget gain the damped +0.003
+    assert (
+        "lambada_passages (milli-bits_per_byte), smallest first: m2 100% worse, median single layer -200.00, best "
+        "-200.00; m 33% worse, median single layer -55.00, best +3.00."
+    ) in text
