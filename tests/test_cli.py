@@ -298,3 +298,23 @@ def test_eval_with_a_plan_compares_paired(tiny_dirs, tmp_path):
     bb = data["base"]["tasks"]["pydoc_topics"]["metrics"]["bits_per_byte"]["value"]
     assert bpb["diff"] == pytest.approx(fb - bb)  # frankenmodel - base in the metric's own units
     assert set(data["efficiency"]) == {"base", "frankenmodel"}
+
+
+def test_each_installed_zoo_models_quantization_is_what_its_gguf_holds():
+    """`models list` (and the findings' Limits) state each model's quantization: it names the tensor type that
+    holds most of the installed GGUF's quantized tensors."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+
+    from frankenlm.model import zoo
+
+    checked = 0
+    for name, m in zoo.ZOO.items():
+        if not zoo.packages_installed(m):
+            continue
+        types = Counter(t.tensor_type.name for t in GGUFReader(zoo.gguf_path(name)).tensors)
+        types.pop("F32", None)
+        assert types.most_common(1)[0][0] in m.quantization, (name, types)
+        checked += 1
+    assert checked >= 1  # smollm2-135m is installed by `make setup`

@@ -124,7 +124,7 @@ def models_list() -> None:
     from frankenlm.model import zoo
 
     t = Table(title="frankenlm offline zoo")
-    for c in ("name", "installed", "architecture", "layers", "params", "GGUF size", "licence"):
+    for c in ("name", "installed", "architecture", "layers", "params", "GGUF size", "quantization", "licence"):
         t.add_column(c)
     for m in zoo.ZOO.values():
         t.add_row(
@@ -134,6 +134,7 @@ def models_list() -> None:
             str(m.layers),
             m.params,
             f"{m.size / 2**20:,.0f} MiB",
+            m.quantization,
             m.licence,
         )
     console.print(t)

@@ -29,6 +29,7 @@ class ZooModel:
     layers: int
     params: str
     licence: str
+    quantization: str  # how the weights were quantized before they reached us (a limit on what they can show)
     chunk_globs: tuple[str, ...] = ()  # per package, relative path of its chunk (None: whole file in package)
 
 
@@ -49,6 +50,7 @@ ZOO: dict[str, ZooModel] = {
             30,
             "135M",
             "Apache-2.0",
+            "Q4_1 GGUF",
         ),
         ZooModel(
             "gemma3-270m",
@@ -60,6 +62,7 @@ ZOO: dict[str, ZooModel] = {
             18,
             "268M",
             "Gemma Terms of Use",
+            "Q4_K_M GGUF (Q5_0 / Q4_K / Q6_K / Q8_0 tensors)",
         ),
         ZooModel(
             "qwen2.5-coder-0.5b",
@@ -71,6 +74,7 @@ ZOO: dict[str, ZooModel] = {
             24,
             "630M",
             "Apache-2.0 (upstream)",
+            "AWQ 4-bit, then GGUF (mostly Q5_0): quantized twice",
         ),
         ZooModel(
             "qwen2.5-coder-1.5b",
@@ -82,6 +86,7 @@ ZOO: dict[str, ZooModel] = {
             28,
             "1.78B",
             "Apache-2.0 (upstream)",
+            "Q4_K_M GGUF (Q4_K / Q6_K tensors)",
         ),
     ]
 }

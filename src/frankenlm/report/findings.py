@@ -652,16 +652,23 @@ def findings_markdown(
         else:
             lines.append(f"- {g.model} · {g.task}: no configuration beats the base at any extra cost")
     lines += ["", "## Compute", "", *(_compute_lines(studies) or ["(no unit records)"])]
-    lines += [
-        "",
-        "## Limits",
-        "",
-        "All four models are small, 4-bit-quantized checkpoints run dequantized; benchmark items are zero-shot; "
-        "the item counts bound the detectable effects (see `findings/sizing-*.txt`, from `frankenlm study --spec "
-        "findings/protocol.json --dry-run`).",
-        "",
-    ]
+    lines += ["", "## Limits", "", *_limits_lines(models), ""]
     return "\n".join(lines)
+
+
+def _limits_lines(models: list[str]) -> list[str]:
+    """What small quantized models and these item counts cannot show; each zoo model's quantization."""
+    from frankenlm.model.zoo import ZOO
+
+    quant = [f"{m}: {ZOO[m].quantization}" for m in models if m in ZOO]
+    return [
+        "The models are small quantized checkpoints, run dequantized"
+        + (f" ({'; '.join(quant)})" if quant else "")
+        + ". A gain on a quantized model may partly repair quantization damage rather than show what repetition "
+        "does to the full-precision model, and a size contrast is confounded with quantization wherever the "
+        "models' quantizations differ. Benchmark items are zero-shot; the item counts bound the detectable effects "
+        "(see `findings/sizing-*.txt`, from `frankenlm study --spec findings/protocol.json --dry-run`)."
+    ]
 
 
 def write_findings(
