@@ -459,7 +459,7 @@ def test_order_tasks_runs_every_model_on_a_task_before_the_next_and_gives_the_sa
         DesignSpec("repeat-layer", {"layers": [1, 4], "max_repeats": 1}),
         DesignSpec("damped", {"from": "repeat-layer", "top": 1, "scales": [0.5], "branches": ["both"]}),
     ]
-    spec.dtype, spec.fp32_top_k = "bfloat16", 1  # the fp32 re-check runs after a model's last task
+    spec.dtype, spec.fp32_top_k = "bfloat16", 1  # by model: the fp32 re-check runs after a model's last task
     by_model = run_study(spec, tmp_path / "by-model")
     by_task = run_study(dataclasses.replace(spec, order="tasks"), tmp_path / "by-task")
     assert (by_model / "results.csv").read_text() == (by_task / "results.csv").read_text()
@@ -471,9 +471,13 @@ def test_order_tasks_runs_every_model_on_a_task_before_the_next_and_gives_the_sa
     digests = [d for (d,) in b.db.execute("SELECT DISTINCT model_digest FROM results WHERE task='lambada_passages'")]
     assert len(digests) == 2
     assert b.db.execute("SELECT COUNT(*) FROM results WHERE dtype='float32'").fetchone()[0] > 0
-    created = b.db.execute("SELECT dtype, created FROM results").fetchall()
-    last_bf16 = max(t for d, t in created if d == "bfloat16")
-    assert min(t for d, t in created if d == "float32") > last_bf16  # the fp32 re-checks come after every search
+    # by task: a task's fp32 re-checks come after every model's search of it, before the next task begins
+    created = b.db.execute("SELECT task, dtype, created FROM results").fetchall()
+    for task in ("lambada_passages", "arc_easy"):
+        fp32 = [t for k, d, t in created if k == task and d == "float32"]
+        assert fp32 and min(fp32) > max(t for k, d, t in created if k == task and d == "bfloat16")
+    lambada_fp32 = max(t for k, d, t in created if k == "lambada_passages" and d == "float32")
+    assert lambada_fp32 < min(t for k, d, t in created if k == "arc_easy")
 
 
 def test_only_the_configurations_the_protocol_re_measured_have_held_out_results(tiny_dir, tmp_path):

@@ -259,12 +259,12 @@ class StudyRun:
         self.check()
         t_all = time.perf_counter()
         try:
-            if self.spec.order == "tasks":  # every model through a task before the next task begins
+            if self.spec.order == "tasks":  # every model through a task (and its fp32 re-check) before the next
                 for budget in self.spec.tasks:
                     for model in self.spec.models:
                         self.run_model(model, [budget], fp32=False)
-                for model in self.spec.models:
-                    self.run_fp32(model)
+                    for model in self.spec.models:
+                        self.run_fp32(model, [budget.name])
             else:
                 for model in self.spec.models:
                     self.run_model(model)
@@ -324,13 +324,14 @@ class StudyRun:
             del lm
             self.run_fp32(model)
 
-    def run_fp32(self, model: str) -> None:
-        """The fp32 re-check of `model`'s top configurations on every task (after all of its tasks ran)."""
+    def run_fp32(self, model: str, tasks: list[str] | None = None) -> None:
+        """The fp32 re-check of `model`'s top configurations on `tasks` (default: every task; after they ran)."""
         if not self.spec.fp32_top_k or self.spec.dtype == "float32" or model not in self._models:
             return
         t0 = time.perf_counter()
-        self.fp32_recheck(model, *self._models[model])
-        self.manifest["timings"][f"{model}/fp32"] = time.perf_counter() - t0
+        self.fp32_recheck(model, *self._models[model], tasks=tasks)
+        timings = self.manifest["timings"]
+        timings[f"{model}/fp32"] = timings.get(f"{model}/fp32", 0.0) + time.perf_counter() - t0
 
     def run_task(
         self,
@@ -452,13 +453,13 @@ class StudyRun:
                 info["configs"].append(c.manifest_entry())
                 known.add(c.text)
 
-    def fp32_recheck(self, model: str, info: dict, plans: dict[str, LayerPlan]) -> None:
-        """Re-score the top configurations of every task in fp32 on the search items."""
+    def fp32_recheck(self, model: str, info: dict, plans: dict[str, LayerPlan], tasks: list[str] | None = None) -> None:
+        """Re-score the top configurations of `tasks` (default: every task) in fp32 on the search items."""
         spec = self.spec
         lm32 = load_model(model, dtype="float32", device=self.device)
         ex32 = self.make_executor(lm32, model, "float32")
         try:
-            for budget in spec.tasks:
+            for budget in (b for b in spec.tasks if tasks is None or b.name in tasks):
                 top = info["tasks"][budget.name]["fp32_plans"]
                 items = select_items(budget, lm32.tokenizer, spec.slices, spec.seed)
                 self.notify(f"{lm32.name} · {budget.name}: fp32 re-check of the top {len(top)}")

@@ -57,7 +57,8 @@ class StudySpec:
     context_length: int = 1024
     seed: int = 1234
     scoring: str = "fast"  # fast (packed contexts, head only where scored) | lm-eval (HFLM's exact layout)
-    order: str = "models"  # models: each model through every task in turn | tasks: every model through each task
+    # models: each model through every task in turn | tasks: every model through each task (and its fp32 re-check)
+    order: str = "models"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
