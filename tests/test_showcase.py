@@ -109,3 +109,26 @@ def test_showcase_of_a_damped_repeat_on_smollm2(tmp_path):
         assert 0 < len(g["prompt"]) <= 240
     (tmp_path / SHOWCASE).write_text(json.dumps({"entries": [e]}))
     assert read_showcase([tmp_path, run]) == [e]
+
+
+def test_a_new_showcase_keeps_the_entries_of_configurations_still_confirmed(tmp_path, monkeypatch):
+    """Only configurations showcase.json does not show yet are exported again; ones no longer confirmed are
+    dropped; --showcase-all (redo) exports every one."""
+    from frankenlm.cli import showcase
+
+    out = tmp_path / SHOWCASE
+    out.write_text(json.dumps({"entries": [_entry("a", fm="old a"), _entry("c")]}))
+    monkeypatch.setattr(showcase, "confirmed", lambda dirs: [(tmp_path, "m", "t", "a"), (tmp_path, "m", "t", "b")])
+    made = []
+
+    def entry(run_dir, model, task, config, workdir):
+        made.append(config)
+        return _entry(config, fm=f"new {config}")
+
+    monkeypatch.setattr(showcase, "showcase_entry", entry)
+    showcase.write_showcase([tmp_path], out, notify=lambda m: None)
+    assert made == ["b"]
+    got = json.loads(out.read_text())["entries"]
+    assert [(e["config"], e["generations"][0]["frankenmodel"]) for e in got] == [("a", "old a"), ("b", "new b")]
+    showcase.write_showcase([tmp_path], out, notify=lambda m: None, redo=True)
+    assert made == ["b", "a", "b"]

@@ -528,7 +528,11 @@ def findings(
         "--showcase",
         help="first load the model of every confirmed configuration: export it (hf and gguf), reload both in "
         "transformers against the zero-copy frankenmodel, and generate from held-out items beside the base; "
-        "saved as showcase.json in the first folder (the document shows whatever showcase.json the folders hold)",
+        "saved as showcase.json in the first folder (the document shows whatever showcase.json the folders hold); "
+        "configurations it already shows are kept",
+    ),
+    showcase_all: bool = typer.Option(
+        False, "--showcase-all", help="with --showcase: redo every configuration, also those showcase.json holds"
     ),
 ) -> None:
     """Write the findings document (and its figures, beside it) from studies' results (never recomputes a
@@ -551,7 +555,9 @@ def findings(
     with tempfile.TemporaryDirectory(prefix="frankenlm-findings-") as tmp:
         dirs = [rebuild_run(d, Path(tmp) / f"run{k}") if is_committed_results(d) else d for k, d in enumerate(run_dirs)]
         if showcase:
-            done = write_showcase(dirs, run_dirs[0] / SHOWCASE, notify=lambda m: console.print(m, highlight=False))
+            done = write_showcase(
+                dirs, run_dirs[0] / SHOWCASE, notify=lambda m: console.print(m, highlight=False), redo=showcase_all
+            )
             console.print(f"showcase: {done}", highlight=False)
         path = write_findings(dirs, out, sources=[str(d) for d in run_dirs], showcase=read_showcase(run_dirs))
     console.print(f"findings: {path}", highlight=False)

@@ -130,10 +130,17 @@ def showcase_entry(run_dir: Path, model: str, task: str, config: str, workdir: P
     }
 
 
-def write_showcase(run_dirs: list[Path], out: Path, notify: Callable[[str], None] = print) -> Path:
-    """Showcase every confirmed configuration of `run_dirs` into `out` (JSON); returns `out`."""
+def write_showcase(run_dirs: list[Path], out: Path, notify: Callable[[str], None] = print, redo: bool = False) -> Path:
+    """Showcase every confirmed configuration of `run_dirs` into `out` (JSON); returns `out`. Entries `out`
+    already holds for configurations still confirmed are kept (an entry depends only on the model, the plan and
+    the task's held-out items), unless `redo`; entries of configurations no longer confirmed are dropped."""
+    kept = {} if redo else {(e["model"], e["task"], e["config"]): e for e in _entries(Path(out))}
     entries = []
     for run_dir, model, task, config in confirmed(run_dirs):
+        if (model, task, config) in kept:
+            notify(f"showcase: {model} · {task} · {config} (kept from {out})")
+            entries.append(kept[(model, task, config)])
+            continue
         notify(f"showcase: {model} · {task} · {config} (export hf + gguf, reload, generate)")
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="frankenlm-showcase-") as tmp:
@@ -147,11 +154,10 @@ def write_showcase(run_dirs: list[Path], out: Path, notify: Callable[[str], None
     return Path(out)
 
 
+def _entries(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8")).get("entries", []) if path.is_file() else []
+
+
 def read_showcase(folders: list[Path]) -> list[dict]:
     """The showcase entries saved in any of `folders` (none where no folder has one)."""
-    entries = []
-    for f in folders:
-        p = Path(f) / SHOWCASE
-        if p.is_file():
-            entries += json.loads(p.read_text(encoding="utf-8")).get("entries", [])
-    return entries
+    return [e for f in folders for e in _entries(Path(f) / SHOWCASE)]
