@@ -409,7 +409,8 @@ def _answer_size(groups: list[Group], params: dict[str, int]) -> list[str]:
     for task, scale, unit, per in _by_size(groups, params):
         parts = [
             f"{g.model} {100 * sum(r.worse for r in rows) / max(1, len(rows)):.0f}% worse, median single layer "
-            f"{scale * median:+.2f}, best {scale * g.ranked[0].gain if g.ranked else math.nan:+.2f}"
+            f"{scale * median:+.2f}, best "
+            + (f"{scale * g.ranked[0].gain:+.2f}" if g.ranked else "— (none run in full yet)")
             for g, rows, median in per
         ]
         out.append(f"  - {task} ({unit}), smallest first: " + "; ".join(parts) + ".")
