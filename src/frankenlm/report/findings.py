@@ -54,6 +54,33 @@ def _unit(g: Group) -> tuple[float, str]:
     return 1000.0, f"milli-{g.metric}"
 
 
+def _is_acc(g: Group) -> bool:
+    return _unit(g)[1].endswith("points")
+
+
+def _by_kind(groups: list[Group]) -> list[tuple[str, list[Group]]]:
+    """The groups measured in bits per byte, then those measured in accuracy."""
+    return [
+        ("bits per byte", [g for g in groups if not _is_acc(g)]),
+        ("accuracy", [g for g in groups if _is_acc(g)]),
+    ]
+
+
+def _done(g: Group) -> bool:
+    """The task's held-out check has run (some configuration re-measured)."""
+    return any(r.remeasured for r in g.rows)
+
+
+def _full(g: Group) -> dict[str, ResultRow]:
+    """The configurations measured on the full search budget, by plan text."""
+    return {r.config: r for r in g.rows if not r.stopped_early and fin(r.gain)}
+
+
+def _singles(g: Group) -> list[tuple[int, ResultRow]]:
+    """(layer, row) of every single layer repeated once, with a finite gain."""
+    return [(k, r) for (k, rep), r in g.layer_reps.items() if rep == 1 and fin(r.gain)]
+
+
 def _verdict(r: ResultRow) -> str:
     if r.confirmed:
         return "**better, confirmed on held-out**"
@@ -128,25 +155,25 @@ def _repeats_lines(g: Group) -> list[str]:
     return out
 
 
+def _proxy_pairs(groups: list[Group]):
+    """Per model, every (bits-per-byte group, benchmark group): (model, p, a, the configurations both measured
+    on the full budget, p's and a's full-budget rows by plan, Spearman rho and its p-value over them)."""
+    for model in dict.fromkeys(g.model for g in groups):
+        gs = [g for g in groups if g.model == model]
+        for p in (g for g in gs if not _is_acc(g)):
+            for a in (g for g in gs if _is_acc(g)):
+                pf, af = _full(p), _full(a)
+                common = sorted(set(pf) & set(af))
+                rho, pv = _spearman([pf[c].gain for c in common], [af[c].gain for c in common])
+                yield model, p, a, common, pf, af, rho, pv
+
+
 def _proxy_lines(groups: list[Group]) -> list[str]:
-    by_model: dict[str, list[Group]] = {}
-    for g in groups:
-        by_model.setdefault(g.model, []).append(g)
-    out = []
-    for model, gs in by_model.items():
-        ppl = [g for g in gs if not _unit(g)[1].endswith("points")]
-        acc = [g for g in gs if _unit(g)[1].endswith("points")]
-        for p in ppl:
-            pg = {r.config: r.gain for r in p.rows if not r.is_base and not r.stopped_early and fin(r.gain)}
-            for a in acc:
-                ag = {r.config: r.gain for r in a.rows if not r.is_base and not r.stopped_early and fin(r.gain)}
-                common = sorted(set(pg) & set(ag))
-                rho, pv = _spearman([pg[c] for c in common], [ag[c] for c in common])
-                out.append(
-                    f"- {model}: {p.task} vs {a.task}: Spearman rho {rho:+.2f} (p {_p(pv)}) over {len(common)} "
-                    "configurations both measured on the full search budget"
-                )
-    return out
+    return [
+        f"- {model}: {p.task} vs {a.task}: Spearman rho {rho:+.2f} (p {_p(pv)}) over {len(common)} "
+        "configurations both measured on the full search budget"
+        for model, p, a, common, _pf, _af, rho, pv in _proxy_pairs(groups)
+    ]
 
 
 def _by_size(groups: list[Group], params: dict[str, int]):
@@ -159,7 +186,7 @@ def _by_size(groups: list[Group], params: dict[str, int]):
         scale, unit = _unit(gs[0])
         per = []
         for g in gs:
-            singles = [r.gain for (k, rep), r in g.layer_reps.items() if rep == 1 and fin(r.gain)]
+            singles = [r.gain for _k, r in _singles(g)]
             rows = [r for r in g.rows if not r.is_base and fin(r.gain)]
             per.append((g, rows, statistics.median(singles) if singles else math.nan))
         yield task, scale, unit, per
@@ -265,7 +292,7 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group]) -> list[str]:
                 if g is None:
                     started = t in (begun.get(m) or {}).get("tasks", {})
                     cells.append("in progress (the base's search slices not all run)" if started else "not started")
-                elif any(r.remeasured for r in g.rows):
+                elif _done(g):
                     cells.append("done")
                 else:
                     cells.append(f"in progress ({len(g.rows)} configurations so far)")
@@ -279,25 +306,14 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group]) -> list[str]:
 HEALED = ("damped", "substep")  # designs whose repeats damp or sub-step the repeated update
 
 
-def _is_acc(g: Group) -> bool:
-    return _unit(g)[1].endswith("points")
-
-
-def _done(g: Group) -> bool:
-    """The task's held-out check has run (some configuration re-measured)."""
-    return any(r.remeasured for r in g.rows)
-
-
 def _pairs(gs: list[Group]) -> str:
     return ", ".join(f"{g.model} · {g.task}" for g in gs)
 
 
 def _answer_help(groups: list[Group]) -> list[str]:
     out = []
-    for kind, gs in (
-        ("bits per byte", [g for g in groups if not _is_acc(g)]),
-        ("benchmark accuracy", [g for g in groups if _is_acc(g)]),
-    ):
+    for kind, gs in _by_kind(groups):
+        kind = "benchmark accuracy" if kind == "accuracy" else kind
         done = [g for g in gs if _done(g)]
         pending = f" ({len(gs) - len(done)} more in search)" if len(gs) > len(done) else ""
         if not done:
@@ -345,11 +361,11 @@ def _verdict_counts(rows: list[ResultRow]) -> str:
 
 def _answer_layers(groups: list[Group]) -> list[str]:
     out = []
-    singles = [r for g in groups for (k, rep), r in g.layer_reps.items() if rep == 1 and fin(r.gain)]
+    singles = [r for g in groups for _k, r in _singles(g)]
     if singles:
         out.append(f"  - a whole layer repeated once: {len(singles)} measured, {_verdict_counts(singles)}.")
     for g in groups:
-        rows = [(k, r) for (k, rep), r in g.layer_reps.items() if rep == 1 and fin(r.gain)]
+        rows = _singles(g)
         if rows:
             scale, unit = _unit(g)
             k, r = max(rows, key=lambda x: x[1].gain)
@@ -417,41 +433,28 @@ def _answer_size(groups: list[Group], params: dict[str, int]) -> list[str]:
     return out or ["  - needs two or more models measured on one task."]
 
 
-def _full(g: Group) -> dict[str, ResultRow]:
-    return {r.config: r for r in g.rows if not r.stopped_early and fin(r.gain)}
-
-
 def _answer_proxy(groups: list[Group]) -> list[str]:
     """Per model, bits-per-byte task and benchmark: over the configurations both measured on the full budget, the
     one bits per byte ranks first, its benchmark gain, the benchmark's own first, and the rank correlation."""
     out = []
-    for m in dict.fromkeys(g.model for g in groups):
-        gs = [g for g in groups if g.model == m]
-        for p in (g for g in gs if not _is_acc(g)):
-            for a in (g for g in gs if _is_acc(g)):
-                pf, af = _full(p), _full(a)
-                common = sorted(set(pf) & set(af))
-                if len(common) < 3:
-                    continue
-                pick = max(common, key=lambda c: (pf[c].gain, c))
-                top = max(common, key=lambda c: (af[c].gain, c))
-                rho, pv = _spearman([pf[c].gain for c in common], [af[c].gain for c in common])
-                scale, unit = _unit(a)
-                out.append(
-                    f"  - {m}, {p.task} vs {a.task}, over the {len(common)} configurations both measured in full: "
-                    f"{p.task} ranks `{pick}` first, which scores {_pm(af[pick], scale)} {unit} on {a.task} "
-                    f"({_verdict(af[pick])}); {a.task}'s own first is `{top}` {_pm(af[top], scale)}; Spearman rho "
-                    f"{rho:+.2f} (p {_p(pv)})."
-                )
+    for m, p, a, common, pf, af, rho, pv in _proxy_pairs(groups):
+        if len(common) < 3:
+            continue
+        pick = max(common, key=lambda c: (pf[c].gain, c))
+        top = max(common, key=lambda c: (af[c].gain, c))
+        scale, unit = _unit(a)
+        out.append(
+            f"  - {m}, {p.task} vs {a.task}, over the {len(common)} configurations both measured in full: "
+            f"{p.task} ranks `{pick}` first, which scores {_pm(af[pick], scale)} {unit} on {a.task} "
+            f"({_verdict(af[pick])}); {a.task}'s own first is `{top}` {_pm(af[top], scale)}; Spearman rho "
+            f"{rho:+.2f} (p {_p(pv)})."
+        )
     return out or ["  - needs a bits-per-byte task and a benchmark measured on one model."]
 
 
 def _answer_curse(groups: list[Group]) -> list[str]:
     out = []
-    for kind, gs in (
-        ("bits per byte", [g for g in groups if not _is_acc(g)]),
-        ("accuracy", [g for g in groups if _is_acc(g)]),
-    ):
+    for kind, gs in _by_kind(groups):
         pts = [(g, *g.shrinkage()) for g in gs]
         pts = [(g, n, s, h) for g, n, s, h, _ in pts if n]
         if not pts:
