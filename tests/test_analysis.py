@@ -2,6 +2,7 @@
 
 import json
 import math
+import shlex
 
 import numpy as np
 import pytest
@@ -87,6 +88,15 @@ def test_every_task_declares_its_primary_metric_and_direction():
             assert analysis.primary_metric(task) == expected[name]
     lam = get_task("lambada_openai")
     assert lam.metric("perplexity").higher_is_better is False and lam.metric("acc").higher_is_better is True
+
+
+def test_each_configuration_gets_its_own_export_directory():
+    plans = ["0..4,0..23", "0..4,0..4@0.25/1,5..23", "0..4,0..4@0.5/1,5..23", "0..4,0..4.attn,5..23"]
+    commands = [shlex.split(analysis._export_command("qwen2.5-coder-0.5b", p)) for p in plans]
+    outs = [c[c.index("--out") + 1] for c in commands]
+    assert len(set(outs)) == len(plans)  # one model's confirmed configurations do not overwrite each other
+    assert all(o.startswith("exports/") and o.count("/") == 1 for o in outs)  # '/' in a plan makes no subfolder
+    assert [c[c.index("--plan") + 1] for c in commands] == plans
 
 
 def test_a_primary_metric_the_task_does_not_report_is_an_error():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 
 import pytest
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from frankenlm.cli.app import app
 from frankenlm.model.loading import load_model
+from frankenlm.study.analysis import _export_command
 
 runner = CliRunner()
 
@@ -121,12 +123,16 @@ def test_missing_eval_data_is_named(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_generate_and_export_hf_on_the_real_model(tmp_path):
+def test_generate_and_export_hf_on_the_real_model(tmp_path, monkeypatch):
     r = run("generate", "--plan", "0..20,10..29", "--prompt", "The capital of France is", "--max-new-tokens", "5")
     assert r.exit_code == 0 and r.output.strip(), r.output
-    out = tmp_path / "exp"
-    r = run("export", "--plan", "0..3,3.attn,4..29", "--format", "hf", "--out", str(out))
+    # the export command a study's results print for a configuration, run as printed
+    command = shlex.split(_export_command("smollm2-135m", "0..3,3.attn,4..29"))
+    monkeypatch.chdir(tmp_path)
+    r = run(*command[1:])
     assert r.exit_code == 0, r.output
+    out = tmp_path / command[-1]
+    assert out.parent == tmp_path / "exports"
     from transformers import AutoModelForCausalLM
 
     m = AutoModelForCausalLM.from_pretrained(out)

@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from frankenlm.study.results import Group, ResultRow, fin
+from frankenlm.study.results import Group, ResultRow, fin, slug
 
 TOP_N = 10  # rows of each top table
-
-
-def slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", s).strip("-") or "x"
 
 
 def group_slug(g: Group) -> str:

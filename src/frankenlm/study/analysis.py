@@ -20,7 +20,7 @@ from frankenlm.eval import stats
 from frankenlm.eval.paired import _ratio_arrays, compare
 from frankenlm.eval.paired import align as _align
 from frankenlm.eval.paired import ratio_spec as _ratio_spec
-from frankenlm.study.results import ALPHA, RESULT_COLUMNS, ResultRow, write_csv
+from frankenlm.study.results import ALPHA, RESULT_COLUMNS, ResultRow, slug, write_csv
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import Store, Unit, item_set_digest
 
@@ -175,7 +175,8 @@ def per_item_ceiling(
 
 
 def _export_command(model: str, plan: str) -> str:
-    return f"frankenlm export --model {model} --plan '{plan}' --format hf --out exports/{model}-frankenmodel"
+    """One export directory per configuration (a model's confirmed configurations must not overwrite each other)."""
+    return f"frankenlm export --model {model} --plan '{plan}' --format hf --out exports/{slug(f'{model}-{plan}')}"
 
 
 def adjust_pvalues(rows: list[ResultRow]) -> list[ResultRow]:

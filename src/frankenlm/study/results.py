@@ -92,6 +92,11 @@ _STR_COLS = ("model", "config", "design", "sublayer", "task", "metric", "export_
 NAN = math.nan
 
 
+def slug(s: str) -> str:
+    """`s` as a file name: every run of characters other than letters, digits, '.', '_' and '-' becomes '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", s).strip("-") or "x"
+
+
 def fin(*xs: Any) -> bool:
     """All of xs are finite numbers."""
     return all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in xs)
