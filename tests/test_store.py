@@ -31,6 +31,21 @@ def test_put_get_and_idempotent_second_write(tmp_path):
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_compute_counts_a_unit_that_holds_a_pause_of_the_run_at_its_task_median_rate(tmp_path):
+    s = Store(tmp_path / "r.sqlite")
+    seconds = {"0..3": 2.0, "0..4": 3.0, "0..5": 4.0, "0..1,0..3": 9.0, "0..6": 1000.0}  # 9 s: heavy, not paused
+    for k, (plan, sec) in enumerate(seconds.items()):
+        s.put(unit(plan=plan, items=(str(k),)), [{"item_id": str(k), "metrics": {}}], {"seconds": sec})
+    eight = [{"item_id": i, "metrics": {}} for i in "abcdefgh"]
+    s.put(unit(plan="0..3", items=tuple("abcdefgh")), eight, {"seconds": 30.0})  # 8 items: 3.75 s each
+    s.put(unit(plan="0..3", dtype="float32"), [{"item_id": "a", "metrics": {}}], {"seconds": 50.0})  # own median
+    s.put(unit(plan="0..3", task="u"), [{"item_id": "a", "metrics": {}}], {})  # no record: 0 s
+    got = s.compute("d" * 8)
+    # bf16 seconds per item: 2, 3, 4, 9, 1000, 3.75 -> median 3.875 (the paused unit counts at it)
+    assert got["t"] == {"units": 7, "seconds": 2.0 + 3.0 + 4.0 + 9.0 + 30.0 + 3.875 + 50.0, "paused_units": 1}
+    assert got["u"] == {"units": 1, "seconds": 0.0, "paused_units": 0}
+
+
 def test_claims_exclude_live_owners_and_lapse(tmp_path):
     a = Store(tmp_path / "r.sqlite", lease_seconds=0.5)
     b = Store(tmp_path / "r.sqlite", lease_seconds=0.5)

@@ -30,11 +30,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from frankenlm.errors import FrankenError
 from frankenlm.eval.batching import AUTO
 from frankenlm.eval.packing import LAYOUT_VERSION
 
 SCORING_VERSION = "1"
+PAUSE_FACTOR, PAUSE_EXCESS_S = 10.0, 60.0  # a unit record that includes a pause of the run (see Store.compute)
 DEFAULT_SETUP = {
     "context_length": 1024,
     "device_type": "cpu",
@@ -228,14 +231,32 @@ class Store:
 
     def compute(self, model_digest: str) -> dict[str, dict]:
         """Per task, the units stored for a model (every dtype and setup) and the seconds they took to score
-        (each unit's `meta.seconds`: model time, not loading or bookkeeping)."""
-        out = {}
-        for task, n, seconds in self.db.execute(
-            "SELECT task, COUNT(*), SUM(COALESCE(json_extract(meta, '$.seconds'), 0)) FROM results "
-            "WHERE model_digest=? GROUP BY task ORDER BY task",
+        (each unit's `meta.seconds`: model time, not loading or bookkeeping).
+
+        A unit's record is wall time, so a run paused while it scored (SIGSTOP, a suspended laptop), or sharing
+        its cores with another job, records that too: a unit whose seconds per item exceed `PAUSE_FACTOR` times its task's median (same dtype), by
+        more than `PAUSE_EXCESS_S` seconds in all, counts at that median rate instead and is counted in
+        `paused_units`. (Legitimate units stay well under: a whole-model block repeat scored without prefix
+        reuse costs ~4x the median.)
+        """
+        per: dict[tuple[str, str], list[tuple[float, int]]] = {}
+        for task, dtype, seconds, n in self.db.execute(
+            "SELECT task, dtype, COALESCE(json_extract(meta, '$.seconds'), 0), n_items FROM results "
+            "WHERE model_digest=? ORDER BY task",
             (model_digest,),
         ):
-            out[task] = {"units": int(n), "seconds": float(seconds or 0.0)}
+            per.setdefault((task, dtype), []).append((float(seconds or 0.0), max(1, int(n))))
+        out: dict[str, dict] = {}
+        for (task, _), units in per.items():
+            rate = float(np.median([sec / n for sec, n in units]))
+            counted = [
+                (rate * n, True) if sec > PAUSE_FACTOR * rate * n and sec - rate * n > PAUSE_EXCESS_S else (sec, False)
+                for sec, n in units
+            ]
+            acc = out.setdefault(task, {"units": 0, "seconds": 0.0, "paused_units": 0})
+            acc["units"] += len(units)
+            acc["seconds"] += sum(sec for sec, _ in counted)
+            acc["paused_units"] += sum(p for _, p in counted)
         return out
 
     # ---------------------------------------------------------------------------------------- writing
