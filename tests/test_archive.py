@@ -178,15 +178,17 @@ def test_findings_from_committed_results_alone(tiny_dir, tmp_path):  # noqa: F81
     assert f"wrong; some one of {n_full} configurations gets {len(fixed)} of them right" in text
 
 
-def test_a_session_that_stops_early_keeps_what_earlier_sessions_recorded(tiny_dir, tmp_path, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("change", ["none", "a design added", "other items"])
+def test_a_session_that_stops_early_keeps_what_earlier_sessions_recorded(tiny_dir, tmp_path, monkeypatch, change):  # noqa: F811
     """A study continued from committed results and stopped before it reached a task still records that task
     (and the configurations and signals of earlier sessions) in its manifest, so exporting it never loses them;
-    the signals of items already measured are not computed again."""
+    the signals of items already measured are not computed again. So does a study whose spec adds a design (the
+    same items); one that measures other items starts afresh."""
     import json
     from dataclasses import replace
 
     from frankenlm.study import runner
-    from frankenlm.study.spec import TaskBudget
+    from frankenlm.study.spec import DesignSpec, TaskBudget
 
     spec = replace(
         tiny_spec(str(tiny_dir)),
@@ -215,11 +217,22 @@ def test_a_session_that_stops_early_keeps_what_earlier_sessions_recorded(tiny_di
         raise AssertionError("signals of the same items computed again")
 
     monkeypatch.setattr(runner.StudyRun, "run_task", stop_at_arc)
-    monkeypatch.setattr(runner, "layer_signals", no_signals)
+    if change == "other items":
+        spec = replace(spec, seed=spec.seed + 1)
+    else:
+        monkeypatch.setattr(runner, "layer_signals", no_signals)
+    if change == "a design added":
+        spec = replace(spec, designs=[*spec.designs, DesignSpec("selected", {"from_task": "lambada_passages"})])
     with pytest.raises(KeyboardInterrupt):
         run_study(spec, tmp_path / "second", archives=[committed])
     after = json.loads((tmp_path / "second" / "manifest.json").read_text())["models"]
     assert after.keys() == before.keys()
     for name, info in before.items():
-        assert after[name]["tasks"] == info["tasks"]  # arc_easy (not reached) kept; LAMBADA re-walked the same
-        assert [c["plan"] for c in after[name]["configs"]] == [c["plan"] for c in info["configs"]]
+        if change == "other items":
+            assert "arc_easy" not in after[name]["tasks"]  # nothing of another selection of items carries over
+            continue
+        assert after[name]["tasks"]["arc_easy"] == info["tasks"]["arc_easy"]  # not reached: kept
+        plans = [c["plan"] for c in after[name]["configs"]]
+        assert plans[: len(info["configs"])] == [c["plan"] for c in info["configs"]]
+        if change == "none":
+            assert after[name]["tasks"] == info["tasks"]  # LAMBADA re-walked the same

@@ -528,3 +528,70 @@ def test_every_task_races_its_own_derived_variants(tiny_dir, tmp_path):
     for task in ("lambada_passages", "arc_easy"):
         have = {p for (p,) in store.db.execute("SELECT DISTINCT plan FROM results WHERE task=?", (task,))}
         assert set(damped) <= have, task
+
+
+def test_selected_design_measures_another_tasks_selection(tiny_dir, tmp_path, monkeypatch):
+    """`selected` runs the configurations another task selected (its held-out-checked top) on this task's search
+    items: LAMBADA's top on ARC at once, ARC's top on LAMBADA once ARC has run (the next session's walk); the
+    findings document reports LAMBADA's selection on ARC with ARC's own numbers for it."""
+    import csv
+
+    from frankenlm.report.findings import findings_markdown
+    from frankenlm.study import runner
+    from frankenlm.study.store import item_set_digest
+
+    torch.set_num_threads(1)
+
+    def fixed_parent(store, lm, items, dtype, seen, cands, top):  # LAMBADA's healed variants vary layer 4, ARC's 1
+        want = 4 if items.task == "lambada_passages" else 1
+        return [c for c in cands if c.params.get("layer") == want][:top]
+
+    monkeypatch.setattr(runner, "best_of", fixed_parent)
+    spec = tiny_spec(str(tiny_dir), early=False)
+    spec.tasks = [
+        TaskBudget("lambada_passages", search_tokens=600, heldout_tokens=200),
+        TaskBudget("arc_easy", search_items=12, heldout_items=6),
+    ]
+    spec.designs = [
+        DesignSpec("repeat-layer", {"layers": [1, 4], "max_repeats": 1}),
+        DesignSpec("damped", {"from": "repeat-layer", "top": 1, "scales": [0.25, 0.5], "branches": ["both"]}),
+        DesignSpec("selected", {"from_task": "lambada_passages", "top": 3}),
+        DesignSpec("selected", {"from_task": "arc_easy", "top": 3}),
+    ]
+    spec.heldout_top_k = 3
+    spec.validate()
+    said: list[str] = []
+    run = run_study(spec, tmp_path / "run", notify=said.append)
+    assert any(m.endswith("lambada_passages: arc_easy has selected nothing for this model yet") for m in said)
+    assert any(m.endswith("arc_easy: the 3 configurations lambada_passages selected") for m in said)
+
+    def measured(task):
+        ((_, info),) = json.loads((run / "manifest.json").read_text())["models"].items()
+        store = Store.for_spec(run / "results.sqlite", spec)
+        t = info["tasks"][task]
+        slices = {item_set_digest(task, s) for s in t["slices"]}
+        have: dict[str, set] = {}
+        for plan, item_set in store.db.execute("SELECT plan, item_set FROM results WHERE task=?", (task,)):
+            have.setdefault(plan, set()).add(item_set)
+        store.close()
+        return info, {p for p, sets in have.items() if slices <= sets}
+
+    info, on_arc = measured("arc_easy")
+    picks = info["tasks"]["lambada_passages"]["heldout_plans"]
+    damped = {c["plan"]: c for c in info["configs"] if c["design"] == "damped"}
+    # 3 of LAMBADA's 5 (2 plain repeats, 3 variants of layer 4): at least one is a variant ARC's design never made
+    assert any(damped[p]["of"] == "0..4,4..5" for p in picks if p in damped)
+    assert set(picks) <= on_arc  # on every ARC search slice
+    arc_picks = info["tasks"]["arc_easy"]["heldout_plans"]
+    _, on_lambada = measured("lambada_passages")
+    assert not set(arc_picks) <= on_lambada or not any(damped.get(p, {}).get("of") == "0..1,1..5" for p in arc_picks)
+    run_study(spec, tmp_path / "run")  # the next session: ARC has selected now
+    _, on_lambada = measured("lambada_passages")
+    assert set(arc_picks) <= on_lambada
+    # the document: LAMBADA's selection on ARC, with ARC's numbers for each
+    rows = {r["config"]: r for r in csv.DictReader(open(run / "results.csv")) if r["task"] == "arc_easy"}
+    text = findings_markdown([run])
+    for k, p in enumerate(picks, 1):
+        line = next(x for x in text.splitlines() if x.startswith("- ") and f"lambada_passages's #{k} `{p}`" in x)
+        g = float(rows[p]["gain"]) * 100
+        assert f"on arc_easy: {g:+.2f} [" in line, line

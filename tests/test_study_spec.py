@@ -58,6 +58,10 @@ HOSTILE = [
     ({"designs": [{"name": "damped", "args": {"from": "repeat-layer"}}]}, "must name a design listed before it"),
     ({"designs": [{"name": "repeat-layer", "args": {"layers": [40]}}]}, "layer 40 is out of range"),
     ({"designs": [{"name": "repeat-block", "args": {"stride": -1}}]}, "block stride must be an integer >= 1"),
+    ({"designs": [{"name": "selected", "args": {"from_task": "piqa"}}]}, "from_task 'piqa' is not a task of the study"),
+    ({"designs": [{"name": "selected", "args": {}}]}, "from_task must name a task of the study, got None"),
+    ({"designs": [{"name": "selected", "args": {"from_task": "lambada_passages", "top": 0}}]}, "top must be an"),
+    ({"designs": [{"name": "selected", "args": {"from": "repeat-layer"}}]}, "unknown argument 'from'"),
 ]
 
 

@@ -26,6 +26,7 @@ import statistics
 from pathlib import Path
 
 from frankenlm.study.results import Group, ResultRow, fin, read_results
+from frankenlm.study.store import PAUSE_EXCESS_S, PAUSE_FACTOR
 
 EARLY = 0.15  # "the first layers": normalised depth below this
 FIGURES = "findings"  # the figures' folder, beside the document
@@ -169,11 +170,49 @@ def _proxy_pairs(groups: list[Group]):
 
 
 def _proxy_lines(groups: list[Group]) -> list[str]:
-    return [
+    out = [
         f"- {model}: {p.task} vs {a.task}: Spearman rho {rho:+.2f} (p {_p(pv)}) over {len(common)} "
         "configurations both measured on the full search budget"
         for model, p, a, common, _pf, _af, rho, pv in _proxy_pairs(groups)
     ]
+    transfer = _transfer_lines(groups)
+    if transfer:
+        out += [
+            "",
+            "The configurations bits per byte selected (each bits-per-byte task's held-out-checked top, best "
+            "first: the `selected` design measures them on every later task), on the benchmarks' search items:",
+            "",
+            *transfer,
+        ]
+    return out
+
+
+def _selected(groups: list[Group]):
+    """Per model, every (bits-per-byte group p, benchmark group a): p's selected configurations (its rows
+    re-measured on held-out items, best on search first) and, for those measured on a, (p's row, a's row)."""
+    for model in dict.fromkeys(g.model for g in groups):
+        gs = [g for g in groups if g.model == model]
+        for p in (g for g in gs if not _is_acc(g)):
+            picks = sorted((r for r in p.rows if r.remeasured and not r.is_base), key=lambda r: (-r.gain, r.config))
+            for a in (g for g in gs if _is_acc(g)):
+                on_a = {r.config: r for r in a.rows if fin(r.gain)}
+                yield model, p, a, picks, [(r, on_a[r.config]) for r in picks if r.config in on_a]
+
+
+def _transfer_lines(groups: list[Group]) -> list[str]:
+    out = []
+    for model, p, a, picks, got in _selected(groups):
+        if not got:
+            continue
+        ps, pu = _unit(p)
+        scale, unit = _unit(a)
+        for rp, ra in got:
+            out.append(
+                f"- {model}: {p.task}'s #{picks.index(rp) + 1} `{rp.config}` ({_pm(rp, ps)} {pu}, held-out "
+                f"{_held(rp, ps)}) on {a.task}: {_pm(ra, scale)} {unit} over {ra.n_items or 0:,} items (Holm p "
+                f"{_p(ra.p_holm)}; {_verdict(ra)}), held-out {_held(ra, scale)}"
+            )
+    return out
 
 
 def _by_size(groups: list[Group], params: dict[str, int]):
@@ -244,26 +283,32 @@ def _ceiling_lines(studies: list[dict]) -> list[str]:
 
 
 def _compute_lines(studies: list[dict]) -> list[str]:
-    """Per model and task, the units stored and the hours they took to score (from each unit's record)."""
+    """Per model and task, the units stored and the hours they took to score (from each unit's record, pauses
+    of the run taken out: `Store.compute`)."""
     per: dict[str, dict[str, list[float]]] = {}
     for st in studies:
         for model, tasks in (st.get("compute") or {}).items():
             for task, c in tasks.items():
-                acc = per.setdefault(model, {}).setdefault(task, [0, 0.0])
+                acc = per.setdefault(model, {}).setdefault(task, [0, 0.0, 0])
                 acc[0] += c["units"]
                 acc[1] += c["seconds"]
+                acc[2] += c.get("paused_units", 0)
     if not per:
         return []
+    paused = sum(v[2] for tasks in per.values() for v in tasks.values())
     lines = [
         "Scoring time of every stored unit (a configuration on one slice of items, search, held-out and fp32 "
         "re-checks alike), summed from the units' own records: model time on the machine that computed them, "
-        "without model loading or bookkeeping.",
+        "without model loading or bookkeeping. A record is wall time, so a unit scored while the run was paused "
+        "(or shared its cores with another job) holds the pause: "
+        f"{paused:,} such units (over {PAUSE_FACTOR:g}x their task's median time per item, and "
+        f"more than {PAUSE_EXCESS_S:g} s above it) count at the median rate instead.",
         "",
         "| model | task | units | hours |",
         "|---|---|---|---|",
     ]
     for model, tasks in per.items():
-        for task, (n, sec) in tasks.items():
+        for task, (n, sec, _) in tasks.items():
             lines.append(f"| {model} | {task} | {n:,} | {sec / 3600:.2f} |")
         n, sec = sum(v[0] for v in tasks.values()), sum(v[1] for v in tasks.values())
         lines.append(f"| {model} | **all** | {n:,} | **{sec / 3600:.2f}** |")
@@ -448,6 +493,17 @@ def _answer_proxy(groups: list[Group]) -> list[str]:
             f"{p.task} ranks `{pick}` first, which scores {_pm(af[pick], scale)} {unit} on {a.task} "
             f"({_verdict(af[pick])}); {a.task}'s own first is `{top}` {_pm(af[top], scale)}; Spearman rho "
             f"{rho:+.2f} (p {_p(pv)})."
+        )
+    for m, p, a, picks, got in _selected(groups):
+        if not got:
+            continue
+        scale, unit = _unit(a)
+        rp, ra = got[0]
+        counts = _verdict_counts([r for _, r in got])
+        out.append(
+            f"  - {m}: the configuration {p.task} selects first{'' if rp is picks[0] else ' (of those measured)'}, "
+            f"`{rp.config}`, scores {_pm(ra, scale)} {unit} on {a.task} ({_verdict(ra)}); of its {len(picks)} "
+            f"selected, {len(got)} measured on {a.task}: {counts}."
         )
     return out or ["  - needs a bits-per-byte task and a benchmark measured on one model."]
 

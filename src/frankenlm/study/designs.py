@@ -10,7 +10,10 @@ Three kinds of design:
   or `blocks`): a function of the model's depth, swept together first;
 * `search`: the greedy composition (study/search.py), adaptive;
 * derived (`damped`/`substep`/`repeat-layer` given ``{"from": DESIGN, "top": k}``): variants of the k best configurations of an
-  earlier design of the same study, ranked on the search items; they run after the designs they derive from.
+  earlier design of the same study, ranked on the search items; they run after the designs they derive from;
+* cross-task (`selected`, ``{"from_task": TASK, "top": k}``): the k configurations another task of the study
+  selected for the model (its held-out-checked top, best first), measured on this task too — does the plan one
+  measure picks (bits per byte) win on another (a benchmark)? They run once TASK has run for the model.
 """
 
 from __future__ import annotations
@@ -313,6 +316,14 @@ def substep(
     return dedupe(out)
 
 
+def selected(depth: int, from_task: str, parents: list[Candidate] | None = None) -> list[Candidate]:
+    """The configurations `from_task` selected for the model (`parents`, best first; the runner passes them once
+    that task has run, none before), as they are: rank k is the k-th best on `from_task`'s search items."""
+    return dedupe(
+        [Candidate(p.plan, "selected", {"from_task": from_task, "rank": k}) for k, p in enumerate(parents or [], 1)]
+    )
+
+
 # ------------------------------------------------------------------------------------------- the registry
 
 
@@ -324,9 +335,10 @@ class Design:
     build: Callable[..., list[Candidate]] | None  # (depth, **args) -> candidates; None for `search`
     args: tuple[str, ...]  # argument names a spec may give
     derivable: bool = False  # accepts {"from": DESIGN, "top": k}: variants of an earlier design's best
+    cross_task: bool = False  # takes {"from_task": TASK, "top": k}: another task's selection
 
     def is_static(self, args: dict) -> bool:
-        return self.build is not None and "from" not in args
+        return self.build is not None and "from" not in args and not self.cross_task
 
 
 def _arg_names(fn) -> tuple[str, ...]:
@@ -349,6 +361,7 @@ DESIGNS: dict[str, Design] = {
         Design("search", None, SEARCH_ARGS),
         Design("damped", damped, _arg_names(damped) + ("from", "top"), derivable=True),
         Design("substep", substep, _arg_names(substep) + ("from", "top"), derivable=True),
+        Design("selected", selected, ("from_task", "top"), cross_task=True),
     )
 }
 
@@ -378,7 +391,11 @@ def check_args(name: str, args: dict, earlier: list[str]) -> None:
             raise FrankenError(f"design search: signal {args['signal']!r} is not one of {', '.join(SIGNALS)}")
         _int(args.get("candidates", 6), "design search: candidates", 1)
         _int(args.get("steps", 3), "design search: steps", 1)
-    if "top" in args and "from" not in args:
+    if d.cross_task:
+        if not isinstance(args.get("from_task"), str) or not args["from_task"]:
+            raise FrankenError(f"design {name}: from_task must name a task of the study, got {args.get('from_task')!r}")
+        _int(args.get("top", 3), f"design {name}: top", 1)
+    elif "top" in args and "from" not in args:
         raise FrankenError(f"design {name}: top needs from (the design whose best configurations it varies)")
     if "from" in args:
         src = args["from"]
@@ -393,7 +410,7 @@ def check_args(name: str, args: dict, earlier: list[str]) -> None:
 def build(name: str, args: dict, depth: int, parents: list[Candidate] | None = None) -> list[Candidate]:
     """The candidates of one design for a model of `depth` layers (`parents` for a derived design)."""
     d = get_design(name)
-    a = {k: v for k, v in args.items() if k not in ("from", "top")}
+    a = {k: v for k, v in args.items() if k not in ("from", "top")}  # (a cross-task design keeps from_task)
     for frac, arg in FRACTION_ARGS.items():
         if frac in a:
             a[arg] = max(1, round(depth * a.pop(frac)))

@@ -44,6 +44,17 @@ Notify = Callable[[str], None]
 EXECUTORS = ("local", "ray")
 
 
+# what a spec may change and still measure the same items, units and signals (an earlier session's manifest
+# entries carry over): which configurations run, their order and when racing stops them
+NOT_ITEMS = ("designs", "order", "early_stopping", "heldout_top_k", "fp32_top_k")
+
+
+def _same_items(a: StudySpec, b: StudySpec) -> bool:
+    """Whether two specs select the same items of every task for the same models (units and signals match)."""
+    ja, jb = json.loads(a.to_json()), json.loads(b.to_json())
+    return all(ja.get(k) == jb.get(k) for k in {*ja, *jb} - set(NOT_ITEMS))
+
+
 def study_candidates(spec: StudySpec, depth: int) -> list[Candidate]:
     """The candidates of the static designs, without the base and duplicates (adaptive designs run later)."""
     out = [c for group in static_groups(spec, depth).values() for c in group]
@@ -215,18 +226,20 @@ class StudyRun:
 
     def _earlier_models(self) -> tuple[dict[str, dict], dict[str, int]]:
         """The models' manifest entries (and batch sizes) that earlier sessions of this study recorded: the run
-        directory's own manifest, and those of imported folders of committed results made by the same spec on
-        the same kind of device. A session that stops before it reaches a model keeps that model's entry (tasks,
+        directory's own manifest, and those of imported folders of committed results made on the same kind of
+        device by a spec that measures the same items (`_same_items`: e.g. the same protocol with a design
+        added; a task's entry is replaced when this session walks it, under this spec's designs). A session that stops before it reaches a model keeps that model's entry (tasks,
         configurations, signals), so its export never loses what earlier sessions committed."""
-        sources = [self.run_dir / "manifest.json"]
+        sources = []  # the committed manifests, then the run directory's own (the newest wins)
         for folder in dict.fromkeys(p.parent for p in self.archives):
             spec_file = folder / "spec.json"
             try:
-                same = StudySpec.from_json(spec_file.read_text()).to_json() == self.spec.to_json()
+                same = _same_items(StudySpec.from_json(spec_file.read_text()), self.spec)
             except (OSError, FrankenError):
                 same = False
             if same:
                 sources.append(folder / "manifest.json")
+        sources.append(self.run_dir / "manifest.json")
         models: dict[str, dict] = {}
         sizes: dict[str, int] = {}
         for f in sources:
@@ -380,17 +393,26 @@ class StudyRun:
                     progress_for=lambda step, units: self.bar(f"{where} · greedy search step {step}", units),
                 )
             else:
-                src = max(k for k, e in enumerate(spec.designs[:n]) if e.name == d.args["from"])
-                top = best_of(
-                    self.store,
-                    lm,
-                    items,
-                    spec.dtype,
-                    {**adaptive_seen, **seen},
-                    pool.get(src, []),
-                    int(d.args.get("top", 3)),
-                )
-                self.notify(f"{where}: {d.name} variants of the best {len(top)} of {d.args['from']}")
+                if designs.get_design(d.name).cross_task:
+                    top = self._selected_on(info, plans, task, d.args["from_task"], int(d.args.get("top", 3)))
+                    other = d.args["from_task"]
+                    self.notify(
+                        f"{where}: the {len(top)} configurations {other} selected"
+                        if top
+                        else f"{where}: {other} has selected nothing for this model yet"
+                    )
+                else:
+                    src = max(k for k, e in enumerate(spec.designs[:n]) if e.name == d.args["from"])
+                    top = best_of(
+                        self.store,
+                        lm,
+                        items,
+                        spec.dtype,
+                        {**adaptive_seen, **seen},
+                        pool.get(src, []),
+                        int(d.args.get("top", 3)),
+                    )
+                    self.notify(f"{where}: {d.name} variants of the best {len(top)} of {d.args['from']}")
                 found, got = derived_design(
                     spec,
                     lm,
@@ -423,6 +445,13 @@ class StudyRun:
         )
         t["heldout_plans"] = top
         t["fp32_plans"] = top[: spec.fp32_top_k]
+
+    @staticmethod
+    def _selected_on(info: dict, plans: dict[str, LayerPlan], task: str, other: str, k: int) -> list[Candidate]:
+        """The k configurations task `other` selected for this model (its held-out-checked top, best first);
+        none while `other` has not run for the model (a later session's walk through `task` adds them)."""
+        chosen = [] if other == task else (info["tasks"].get(other) or {}).get("heldout_plans") or []
+        return [designs.Candidate(plans[p], "selected") for p in chosen[:k] if p in plans]
 
     def _raced(self, lm, ex, items: TaskItems, cands: list[Candidate], description: str) -> dict[LayerPlan, int]:
         bar = self.bar(description, (len(cands) + 1) * self.spec.slices)

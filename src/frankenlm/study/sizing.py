@@ -58,6 +58,8 @@ def config_counts(spec: StudySpec, depth: int) -> tuple[int, int]:
         elif designs.get_design(d.name).derivable and "from" in d.args:
             per_parent = len(designs.build(d.name, d.args, depth, parents=probe))
             adaptive += per_parent * int(d.args.get("top", 3))
+        elif designs.get_design(d.name).cross_task:
+            adaptive += int(d.args.get("top", 3))
     return static, adaptive
 
 

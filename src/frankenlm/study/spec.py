@@ -127,6 +127,10 @@ class StudySpec:
         for d in self.designs:
             designs.check_args(d.name, d.args, earlier)
             earlier.append(d.name)
+            if designs.get_design(d.name).cross_task and d.args["from_task"] not in names:
+                raise FrankenError(
+                    f"design {d.name}: from_task {d.args['from_task']!r} is not a task of the study ({', '.join(names)})"
+                )
         if self.dtype not in DTYPES:
             raise FrankenError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         _positive(self.slices, "slices")
