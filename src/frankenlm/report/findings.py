@@ -180,7 +180,8 @@ def _proxy_lines(groups: list[Group]) -> list[str]:
         out += [
             "",
             "The configurations bits per byte selected (each bits-per-byte task's held-out-checked top, best "
-            "first: the `selected` design measures them on every later task), on the benchmarks' search items:",
+            "first: the `selected` design measures them on the other tasks once it has run), on the benchmarks' "
+            "search items:",
             "",
             *transfer,
         ]

@@ -228,8 +228,9 @@ class StudyRun:
         """The models' manifest entries (and batch sizes) that earlier sessions of this study recorded: the run
         directory's own manifest, and those of imported folders of committed results made on the same kind of
         device by a spec that measures the same items (`_same_items`: e.g. the same protocol with a design
-        added; a task's entry is replaced when this session walks it, under this spec's designs). A session that stops before it reaches a model keeps that model's entry (tasks,
-        configurations, signals), so its export never loses what earlier sessions committed."""
+        added; a task's entry is replaced when this session walks it, under this spec's designs). A session
+        that stops before it reaches a model keeps that model's entry (tasks, configurations, signals), so its
+        export never loses what earlier sessions committed."""
         sources = []  # the committed manifests, then the run directory's own (the newest wins)
         for folder in dict.fromkeys(p.parent for p in self.archives):
             spec_file = folder / "spec.json"
