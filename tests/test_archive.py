@@ -208,10 +208,19 @@ def test_a_session_that_stops_early_keeps_what_earlier_sessions_recorded(tiny_di
 
     real_run_task = runner.StudyRun.run_task
 
+    real_raced = runner.StudyRun._raced
+
     def stop_at_arc(self, lm, ex, items, *args):
-        if items.task == "arc_easy":
+        if items.task == "arc_easy" and change != "none":
             raise KeyboardInterrupt
         return real_run_task(self, lm, ex, items, *args)
+
+    def stop_inside_arc(self, lm, ex, items, *args):  # "none": stopped after ARC's entry was written
+        if items.task == "arc_easy":
+            raise KeyboardInterrupt
+        return real_raced(self, lm, ex, items, *args)
+
+    monkeypatch.setattr(runner.StudyRun, "_raced", stop_inside_arc)
 
     def no_signals(*args):
         raise AssertionError("signals of the same items computed again")

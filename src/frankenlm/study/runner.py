@@ -369,6 +369,9 @@ class StudyRun:
         }
         if before.get("slices") != t["slices"]:
             before = {}  # an earlier session's record of other items: nothing of it carries over
+        # the earlier signals and selection stand until this walk replaces them (a session stopped inside
+        # the task must not export a task without one)
+        t.update({k: before[k] for k in ("signals", "heldout_plans", "fp32_plans") if k in before})
         _write_json(
             self.run_dir / "manifest.json", {**self.manifest, "models": {**self.manifest["models"], lm.name: info}}
         )
