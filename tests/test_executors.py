@@ -69,3 +69,19 @@ def test_ray_with_a_killed_worker_equals_in_process(tiny_dir, tmp_path, ray_clus
     assert (tmp_path / "local" / "results.csv").read_text().count("\n") == (
         tmp_path / "ray" / "results.csv"
     ).read_text().count("\n")
+
+
+@pytest.mark.slow
+def test_ray_workers_of_another_arithmetic_are_refused(tiny_dir, tmp_path, ray_cluster, monkeypatch):  # noqa: F811
+    """A worker on a machine of another arithmetic kind would store units under keys that claim this machine's
+    arithmetic: the executor refuses before any unit is computed."""
+    from frankenlm.errors import FrankenError
+
+    class Elsewhere(executors.Worker):
+        def arithmetic(self) -> str:
+            return "cpu-elsewhere"
+
+    monkeypatch.setattr(executors.RayExecutor, "worker_class", Elsewhere)
+    with pytest.raises(FrankenError, match="Ray workers compute with cpu-elsewhere arithmetic"):
+        run_study(tiny_spec(str(tiny_dir)), tmp_path / "ray", executor="ray", ray_options={"workers": 2})
+    assert Store(tmp_path / "ray" / "results.sqlite").count() == 0

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from frankenlm.errors import FrankenError
+from frankenlm.model.arithmetic import HISTORIC_CPU_KIND
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import Store, Unit, item_set_digest
 
@@ -116,7 +117,9 @@ def test_runs_differing_in_context_or_device_share_no_rows(tmp_path):
     import json
 
     path = tmp_path / "shared.sqlite"
-    default, short, gpu = Store(path), Store(path, context_length=256), Store(path, device_type="cuda")
+    default = Store(path, arithmetic=HISTORIC_CPU_KIND)
+    short = Store(path, context_length=256, arithmetic=HISTORIC_CPU_KIND)
+    gpu = Store(path, device_type="cuda")
     u = unit()
     old = hashlib.sha256(json.dumps([u.model_digest, u.plan, u.task, u.item_set, u.dtype, "1"]).encode()).hexdigest()
     assert default.key(u) == old == u.key  # default runs keep the keys they always had
@@ -124,7 +127,28 @@ def test_runs_differing_in_context_or_device_share_no_rows(tmp_path):
     short.put(u, [{"item_id": "a", "metrics": {"acc": 1.0}}])
     assert short.has(u) and not default.has(u) and not gpu.has(u)
     assert default.claim(u)  # not done under the default setup: computed again there
-    assert Store(path, context_length=256).get(u) == [{"item_id": "a", "metrics": {"acc": 1.0}}]
+    assert Store(path, context_length=256, arithmetic=HISTORIC_CPU_KIND).get(u) == [
+        {"item_id": "a", "metrics": {"acc": 1.0}}
+    ]
+
+
+def test_units_computed_on_machines_of_other_arithmetic_are_never_paired(tmp_path):
+    """A unit's key names the kind of arithmetic it was computed with (bf16 numbers differ between CPUs with and
+    without AVX512-BF16 by more than the effects a study measures); the historic kind keeps the old keys, this
+    machine's kind is the default, and a unit whose record names another kind is refused, not stored."""
+    from frankenlm.model.arithmetic import cpu_kind
+
+    path = tmp_path / "shared.sqlite"
+    u = unit()
+    old, avx2 = Store(path, arithmetic=HISTORIC_CPU_KIND), Store(path, arithmetic="cpu-avx2")
+    assert old.key(u) == u.key != avx2.key(u)
+    assert Store(path).key(u) == Store(path, arithmetic=cpu_kind()).key(u)  # this machine's, unless given
+    assert Store(path, device_type="cuda", arithmetic="cuda-sm90").key(u) != Store(path, device_type="cuda").key(u)
+    avx2.put(u, [{"item_id": "a", "metrics": {"acc": 1.0}}], {"seconds": 1.0, "arithmetic": "cpu-avx2"})
+    assert avx2.has(u) and not old.has(u)
+    with pytest.raises(FrankenError, match="computed with cpu-avx2 arithmetic cannot be stored under cpu-avx512_bf16"):
+        old.put(u, [{"item_id": "a", "metrics": {"acc": 0.0}}], {"seconds": 1.0, "arithmetic": "cpu-avx2"})
+    assert not old.has(u) and old.claim(u)  # nothing written, the claim not lost
 
 
 def test_batch_size_and_fast_layout_enter_the_key(tmp_path, monkeypatch):
@@ -132,7 +156,8 @@ def test_batch_size_and_fast_layout_enter_the_key(tmp_path, monkeypatch):
 
     path = tmp_path / "shared.sqlite"
     u = unit()
-    assert Store(path, batch_size=8).key(u) == u.key  # the default batch size keeps the historical keys
+    old = HISTORIC_CPU_KIND
+    assert Store(path, batch_size=8, arithmetic=old).key(u) == u.key  # the default size keeps the historical keys
     keys = {
         Store(path).key(u),
         Store(path, batch_size=16).key(u),
@@ -143,7 +168,7 @@ def test_batch_size_and_fast_layout_enter_the_key(tmp_path, monkeypatch):
     fast = Store(path, scoring="fast").key(u)
     monkeypatch.setattr(store_module, "LAYOUT_VERSION", "0")
     assert Store(path, scoring="fast").key(u) != fast  # another layout version: its units are not reused
-    assert Store(path).key(u) == u.key  # lm-eval scoring has no packed layout
+    assert Store(path, arithmetic=old).key(u) == u.key  # lm-eval scoring has no packed layout
 
 
 def test_auto_batch_size_keys_units_by_the_size_it_chose(tmp_path):

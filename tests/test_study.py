@@ -305,6 +305,42 @@ def test_a_run_is_resumed_on_the_device_kind_it_started_on(tiny_dir, tmp_path):
     assert not (run_dir / "results.sqlite").exists(), "refused after touching the store"
 
 
+def test_a_run_is_resumed_only_on_a_machine_of_the_arithmetic_it_started_on(tiny_dir, tmp_path, monkeypatch):
+    """bf16 numbers differ between CPU kinds by more than a study's effects: a run records its kind, every unit
+    records the kind that computed it, a resume on another kind is refused before the store is touched, and the
+    results are read back under the run's kind on any machine."""
+    import frankenlm.study.runner as runner_module
+    import frankenlm.study.store as store_module
+    from frankenlm.model.arithmetic import HISTORIC_CPU_KIND, cpu_kind
+    from frankenlm.study.runner import rewrite_results
+
+    spec = tiny_spec(str(tiny_dir))
+    run_dir = run_study(spec, tmp_path / "run")
+    here = cpu_kind()
+    assert json.loads((run_dir / "manifest.json").read_text())["arithmetic"] == here
+    store = Store(run_dir / "results.sqlite", arithmetic=here)
+    metas = [json.loads(m) for (m,) in store.db.execute("SELECT meta FROM results")]
+    assert metas and {m["arithmetic"] for m in metas} == {here}
+    rows, csv = store.count(), (run_dir / "results.csv").read_text()
+
+    monkeypatch.setattr(runner_module, "arithmetic_kind", lambda device: "cpu-elsewhere")
+    with pytest.raises(FrankenError, match=f"computed with {here} arithmetic and this machine computes with cpu-else"):
+        run_study(spec, run_dir)
+    assert store.count() == rows
+    # a run from before kinds were recorded was computed on the historic kind
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "spec.json").write_text(spec.to_json())
+    (old / "manifest.json").write_text(json.dumps({"device_type": "cpu", "models": {}}))
+    with pytest.raises(FrankenError, match=f"computed with {HISTORIC_CPU_KIND} arithmetic"):
+        run_study(spec, old)
+    assert not (old / "results.sqlite").exists()
+
+    monkeypatch.setattr(store_module, "cpu_kind", lambda: "cpu-elsewhere")  # read on another machine
+    (run_dir / "results.csv").unlink()
+    assert (rewrite_results(run_dir) / "results.csv").read_text() == csv
+
+
 def small_spec(model: str, **kw) -> StudySpec:
     spec = StudySpec(
         "small",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from frankenlm.errors import FrankenError
 from frankenlm.eval.tasks.base import Doc
+from frankenlm.model.arithmetic import arithmetic_kind
 from frankenlm.model.loading import LoadedModel, configure_cpu, load_model
 from frankenlm.model.plan import LayerPlan, identity_plan
 from frankenlm.study.spec import StudySpec
@@ -58,6 +59,9 @@ class Worker:
 
     def depth(self) -> int:
         return self.lm.depth
+
+    def arithmetic(self) -> str:
+        return arithmetic_kind(self.lm.model.device)
 
     def score(
         self, docs: list[Doc], plans: list[LayerPlan], slice_plans: list[LayerPlan], reuse: bool = True
@@ -131,6 +135,14 @@ class RayExecutor:
         if len(digests) != 1:
             raise FrankenError(f"Ray workers loaded different weights for {model!r} (digests {sorted(digests)})")
         self.digest = digests.pop()
+        # every worker computes with the arithmetic the store's keys name (each unit's meta is checked again when
+        # it is stored, which also covers actors started later)
+        kinds = sorted(set(ray.get([a.arithmetic.remote() for a in self.actors])) - {store.arithmetic})
+        if store.arithmetic is not None and kinds:
+            raise FrankenError(
+                f"Ray workers compute with {', '.join(kinds)} arithmetic, but this run's units are keyed for "
+                f"{store.arithmetic}: run the workers on {store.arithmetic} machines only"
+            )
         self.base = identity_plan(ray.get(self.actors[0].depth.remote()))
         self.restarts = 0  # actors that died and were replaced
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from frankenlm.errors import FrankenError
 from frankenlm.eval.batching import AUTO, parse_batch_size, resolve_batch_size
+from frankenlm.model.arithmetic import HISTORIC_CPU_KIND, SLOW_BF16_KINDS, arithmetic_kind
 from frankenlm.model.costs import plan_costs
 from frankenlm.model.loading import LoadedModel, load_model, parse_device, resolve
 from frankenlm.model.plan import LayerPlan, coerce_plan, identity_plan, repeat_layer_plan
@@ -89,6 +90,14 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise FrankenError(f"{path} cannot be read ({e}): use another --out") from None
+
+
+def manifest_arithmetic(manifest: dict) -> str | None:
+    """The arithmetic kind a run manifest's units were computed with: recorded, or for a CPU run from before
+    kinds were recorded the historic kind; None for such a GPU run (unknown)."""
+    if manifest.get("arithmetic"):
+        return manifest["arithmetic"]
+    return HISTORIC_CPU_KIND if manifest.get("device_type", "cpu") == "cpu" else None
 
 
 def _depth_of(source: str) -> int | None:
@@ -175,13 +184,24 @@ class StudyRun:
                     f"{self.run_dir} holds a different study (preset {old.preset!r}, models "
                     f"{old.models}): use another --out or the same options"
                 )
+        # ... and on a machine of the kind it started on: CPUs with other matmul kernels give other bf16 numbers
+        self.arithmetic = arithmetic_kind(parse_device(self.device))
         manifest_file = self.run_dir / "manifest.json"
         if manifest_file.exists():
-            was = _read_json(manifest_file).get("device_type", "cpu")
+            old_manifest = _read_json(manifest_file)
+            was = old_manifest.get("device_type", "cpu")
             if was != self.device_type:
                 raise FrankenError(
                     f"{self.run_dir} was run on {was}: resume it on {was} (its stored numbers would "
                     f"be paired with numbers computed on {self.device_type}), or use another --out"
+                )
+            kind = manifest_arithmetic(old_manifest)
+            if kind is not None and kind != self.arithmetic:
+                raise FrankenError(
+                    f"{self.run_dir} was computed with {kind} arithmetic and this machine computes with "
+                    f"{self.arithmetic}: {self.spec.dtype} numbers differ between the two (a study pairs every "
+                    f"configuration with the base item by item). Resume it on a {kind} machine, or use another "
+                    "--out to start over here"
                 )
         for a in self.archives:  # a missing or foreign archive is refused before anything is written
             check_archive(a)
@@ -198,7 +218,7 @@ class StudyRun:
                         designs.build(d.name, d.args, depth, parents=probe)
 
     def _open_store(self) -> Store:
-        self.store = Store.for_spec(self.store_path, self.spec, self.device_type)
+        self.store = Store.for_spec(self.store_path, self.spec, self.device_type, arithmetic=self.arithmetic)
         return self.store
 
     def begin(self) -> None:
@@ -221,6 +241,7 @@ class StudyRun:
             "store": str(self.store_path.resolve()),
             "executor": self.executor,
             "device_type": self.device_type,
+            "arithmetic": self.arithmetic,
         }
         _write_json(self.run_dir / "manifest.json", self.manifest)
 
@@ -247,7 +268,7 @@ class StudyRun:
             if not f.is_file():
                 continue
             m = _read_json(f)
-            if m.get("device_type", "cpu") == self.device_type:
+            if m.get("device_type", "cpu") == self.device_type and manifest_arithmetic(m) == self.arithmetic:
                 models.update(m.get("models") or {})
                 sizes.update(m.get("batch_sizes") or {})
         return models, sizes
@@ -271,6 +292,11 @@ class StudyRun:
     def run(self) -> Path:
         """Run (or resume) the study; returns the run directory (results.csv, study.json written)."""
         self.check()
+        if self.spec.dtype == "bfloat16" and self.arithmetic in SLOW_BF16_KINDS:
+            self.notify(
+                f"this CPU ({self.arithmetic}) has no bf16 matrix instructions: bf16 runs ~6x slower than float32 "
+                "here (see frankenlm.model.arithmetic); a float32 spec is faster on this machine"
+            )
         t_all = time.perf_counter()
         try:
             if self.spec.order == "tasks":  # every model through a task (and its fp32 re-check) before the next
@@ -561,7 +587,9 @@ def rewrite_results(run_dir: Path) -> Path:
         path = run_dir / "results.sqlite"
     if not path.exists():
         raise FrankenError(f"the results store of {run_dir} ({path}) does not exist")
-    store = Store.for_spec(path, spec, manifest.get("device_type", "cpu"), manifest.get("batch_sizes"))
+    store = Store.for_spec(
+        path, spec, manifest.get("device_type", "cpu"), manifest.get("batch_sizes"), manifest_arithmetic(manifest)
+    )
     try:
         analysis.write_results(run_dir, store)
     finally:

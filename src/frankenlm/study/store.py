@@ -2,7 +2,8 @@
 
 A row is keyed by a digest of everything that determines it — model weights, plan (its canonical text), task, the
 exact item set (a slice of a task's items), dtype, scoring version, and the scoring setup (context length, device
-kind, batch size, scoring mode, and for fast scoring the version of its batch layout) — so a study is a query plus
+kind and the kind of arithmetic it computes with, batch size, scoring mode, and for fast scoring the version of its
+batch layout) — so a study is a query plus
 the missing rows to compute, and resuming is the normal path. The batch size and the layout belong to the setup
 because they change the arithmetic: in bf16 another batch layout moves a LAMBADA passage's log-likelihood by
 ~0.5 nats (measured: SD 0.53, mean +0.11 over 103 passages), larger than the effects a study measures, so units
@@ -10,9 +11,9 @@ computed under two layouts must never be paired with each other. A batch size of
 it chose on that device (`Store.use_batch_size`), never as "auto".
 
 The scoring setup is a property of the `Store` a study opens (`Store(path, context_length=..., device_type=...)`):
-a field enters the key only when it differs from its default (`DEFAULT_SETUP`: context 1024, cpu), so the keys of
-every run made with the defaults are the keys they always had, while two runs that differ in context length or
-device kind never share rows through a common store. Each row is written in one transaction: a process killed at any
+a field enters the key only when it differs from its default (`DEFAULT_SETUP`: context 1024, cpu, the historic CPU
+kind), so the keys of every run made with the defaults are the keys they always had, while two runs that differ in
+context length, device type or arithmetic kind never share rows through a common store. Each row is written in one transaction: a process killed at any
 moment loses at most the unit in flight and never leaves a half-written row. Processes sharing a store claim
 units before computing them, so two of them do not duplicate work (a claim older than its lease is taken over:
 its owner is presumed dead).
@@ -35,6 +36,7 @@ import numpy as np
 from frankenlm.errors import FrankenError
 from frankenlm.eval.batching import AUTO
 from frankenlm.eval.packing import LAYOUT_VERSION
+from frankenlm.model.arithmetic import HISTORIC_CPU_KIND, cpu_kind
 
 SCORING_VERSION = "1"
 PAUSE_FACTOR, PAUSE_EXCESS_S = 10.0, 60.0  # a unit record that includes a pause of the run (see Store.compute)
@@ -43,6 +45,7 @@ DEFAULT_SETUP = {
     "device_type": "cpu",
     "scoring": "lm-eval",
     "batch_size": 8,
+    "arithmetic": HISTORIC_CPU_KIND,
 }  # setup fields left out of keys at these values
 
 _SCHEMA = """
@@ -137,6 +140,7 @@ class Store:
         device_type: str = "cpu",
         scoring: str = "lm-eval",
         batch_size: int | str = 8,
+        arithmetic: str | None = None,
     ):
         self.path = Path(path)
         self.lease = lease_seconds
@@ -146,6 +150,12 @@ class Store:
             "scoring": str(scoring),
             "batch_size": batch_size,
         }
+        # the arithmetic kind of the machine that computes (or computed) the units: a reader gives its run's
+        # (`runner.manifest_arithmetic`); not given, on a CPU this machine's kind (on a GPU none: the keys of GPU
+        # runs from before kinds were recorded)
+        self.arithmetic = arithmetic or (cpu_kind() if device_type == "cpu" else None)
+        if self.arithmetic is not None:
+            self.setup["arithmetic"] = self.arithmetic
         if scoring == "fast":
             self.setup["layout"] = LAYOUT_VERSION
         self.batch_sizes: dict[tuple[str, str], int] = {}  # (model digest, dtype) -> the size `auto` chose
@@ -175,16 +185,25 @@ class Store:
             )
 
     @classmethod
-    def for_spec(cls, path: str | Path, spec, device_type: str = "cpu", batch_sizes: dict | None = None) -> Store:
+    def for_spec(
+        cls,
+        path: str | Path,
+        spec,
+        device_type: str = "cpu",
+        batch_sizes: dict | None = None,
+        arithmetic: str | None = None,
+    ) -> Store:
         """The store at `path` seen through a study spec's scoring setup (context length, scoring mode, batch
-        size) on `device_type`: the one way a study, and anything reading its results, opens its store.
-        `batch_sizes` ("model digest/dtype" -> size, a run manifest's `batch_sizes`) are the sizes `auto` chose."""
+        size) on `device_type` with `arithmetic` (a run manifest's; none: this CPU's kind): the one
+        way a study, and anything reading its results, opens its store. `batch_sizes` ("model digest/dtype" ->
+        size, a run manifest's `batch_sizes`) are the sizes `auto` chose."""
         store = cls(
             path,
             context_length=spec.context_length,
             device_type=device_type,
             scoring=spec.scoring,
             batch_size=spec.batch_size,
+            arithmetic=arithmetic,
         )
         for name, size in (batch_sizes or {}).items():
             digest, _, dtype = name.rpartition("/")
@@ -261,7 +280,15 @@ class Store:
 
     # ---------------------------------------------------------------------------------------- writing
     def put(self, unit: Unit, items: list[dict], meta: dict | None = None) -> None:
-        """Write a finished unit atomically (a second write of the same unit is ignored) and drop its claim."""
+        """Write a finished unit atomically (a second write of the same unit is ignored) and drop its claim. A
+        unit whose `meta` names the arithmetic it was computed with is refused under another kind's key."""
+        made_with = (meta or {}).get("arithmetic")
+        if made_with is not None and self.arithmetic is not None and made_with != self.arithmetic:
+            raise FrankenError(
+                f"a unit computed with {made_with} arithmetic cannot be stored under {self.arithmetic}'s keys "
+                f"(its numbers differ from those a {self.arithmetic} machine computes): open the store with "
+                f"arithmetic={made_with!r}"
+            )
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.execute(

@@ -19,6 +19,7 @@ from frankenlm.eval.scorer import Scorer
 from frankenlm.eval.tasks import get_task
 from frankenlm.eval.tasks.base import Doc
 from frankenlm.eval.tasks.requests import GenerateRequest
+from frankenlm.model.arithmetic import arithmetic_kind
 from frankenlm.model.frankenmodel import build_frankenmodel
 from frankenlm.model.loading import LoadedModel
 from frankenlm.model.plan import LayerPlan, identity_plan
@@ -96,6 +97,7 @@ class SliceScorer:
         self.base_items: list[dict] = []
         self.base_seconds = 0.0
         self.tokens: dict = {}  # the slice's tokenized requests, shared by every plan scored on it
+        self.arithmetic = arithmetic_kind(lm.model.device)  # recorded with each unit (the store checks it)
 
     def prepare(self, docs: list[Doc], plans: Sequence[LayerPlan]) -> list[dict]:
         """Base pass over `docs`, keeping the states `plans` need; a no-op when this slice is already prepared."""
@@ -119,7 +121,7 @@ class SliceScorer:
         """Per-item results of `plan` on the prepared slice, and timing metadata. `remaining` (plans still to
         score on this slice) lets the cache free hidden states no one needs any more."""
         if plan == self.base:
-            return self.base_items, {"seconds": self.base_seconds, "prefix_reused": 0}
+            return self.base_items, {"seconds": self.base_seconds, "prefix_reused": 0, "arithmetic": self.arithmetic}
         t0 = time.perf_counter()
         generator = None
         if any(isinstance(r, GenerateRequest) for d in self.docs for r in d.requests):
@@ -139,7 +141,7 @@ class SliceScorer:
         )
         if self.cache is not None and remaining is not None:
             self.cache.drop_boundaries({prefix_length(q, self.base) for q in remaining if q != self.base})
-        return items, {"seconds": time.perf_counter() - t0, "prefix_reused": k}
+        return items, {"seconds": time.perf_counter() - t0, "prefix_reused": k, "arithmetic": self.arithmetic}
 
     def release(self) -> None:
         """Forget the prepared slice and free its hidden states."""
