@@ -100,6 +100,9 @@ def test_findings_are_generated_from_the_results_alone(tiny_dir, tmp_path):  # n
     assert f"`{best.config}` {1000 * best.gain:+.2f} [{1000 * best.ci_low:+.2f}, {1000 * best.ci_high:+.2f}]" in text
     for heading in ("## Does any configuration help?", "## Which layers help or hurt", "## How many repeats"):
         assert heading in text
+    from frankenlm.model.arithmetic import cpu_kind
+
+    assert f"Every unit was computed in float32 with {cpu_kind()} arithmetic" in text  # the run's, from its manifest
     bad = CliRunner().invoke(app, ["findings", str(tmp_path), "--out", str(out)])
     assert bad.exit_code == 2 and "has no results.csv" in bad.output
 
