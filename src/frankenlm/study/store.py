@@ -3,20 +3,21 @@
 A row is keyed by a digest of everything that determines it — model weights, plan (its canonical text), task, the
 exact item set (a slice of a task's items), dtype, scoring version, and the scoring setup (context length, device
 kind and the kind of arithmetic it computes with, batch size, scoring mode, and for fast scoring the version of its
-batch layout) — so a study is a query plus
-the missing rows to compute, and resuming is the normal path. The batch size and the layout belong to the setup
-because they change the arithmetic: in bf16 another batch layout moves a LAMBADA passage's log-likelihood by
-~0.5 nats (measured: SD 0.53, mean +0.11 over 103 passages), larger than the effects a study measures, so units
-computed under two layouts must never be paired with each other. A batch size of `auto` enters the key as the size
-it chose on that device (`Store.use_batch_size`), never as "auto".
+batch layout) — so a study is a query plus the missing rows to compute, and resuming is the normal path. The
+batch size and the layout belong to the setup because they change the arithmetic: in bf16 another batch layout
+moves a LAMBADA passage's log-likelihood by ~0.5 nats (measured: SD 0.53, mean +0.11 over 103 passages), larger
+than the effects a study measures, so units computed under two layouts must never be paired with each other. The
+arithmetic kind (`frankenlm.model.arithmetic`: "cpu-avx512_bf16", "cpu-avx2", "cuda-sm90") belongs there for the
+same reason: CPUs with other matmul kernels give bf16 numbers as far apart. A batch size of `auto` enters the key
+as the size it chose on that device (`Store.use_batch_size`), never as "auto".
 
 The scoring setup is a property of the `Store` a study opens (`Store(path, context_length=..., device_type=...)`):
 a field enters the key only when it differs from its default (`DEFAULT_SETUP`: context 1024, cpu, the historic CPU
 kind), so the keys of every run made with the defaults are the keys they always had, while two runs that differ in
-context length, device type or arithmetic kind never share rows through a common store. Each row is written in one transaction: a process killed at any
-moment loses at most the unit in flight and never leaves a half-written row. Processes sharing a store claim
-units before computing them, so two of them do not duplicate work (a claim older than its lease is taken over:
-its owner is presumed dead).
+context length, device type or arithmetic kind never share rows through a common store. Each row is written in
+one transaction: a process killed at any moment loses at most the unit in flight and never leaves a half-written
+row. Processes sharing a store claim units before computing them, so two of them do not duplicate work (a claim
+older than its lease is taken over: its owner is presumed dead).
 """
 
 from __future__ import annotations
