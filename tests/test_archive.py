@@ -83,6 +83,58 @@ def test_a_study_continues_from_a_committed_archive_without_recomputing(tiny_dir
     assert write_report(second).is_file()  # the report renders from the imported results alone
 
 
+def test_a_protocol_moved_to_float32_continues_from_committed_bf16_results_on_another_cpu(
+    tiny_dir,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """The findings run's switch: committed results of a bf16 study (made on one CPU kind), continued by a spec
+    that scores its benchmarks in float32 (and measures another task on other items) on a CPU of another kind.
+    The committed bf16 units are found under their kind, not recomputed; the float32 task is computed here; the
+    bf16 task's selection carries over."""
+    import json
+
+    import frankenlm.study.runner as runner_module
+    from frankenlm.study.spec import StudySpec, TaskBudget
+
+    def kind(name):
+        monkeypatch.setattr(runner_module, "arithmetic_kind", lambda device: name)
+        monkeypatch.setattr(units, "arithmetic_kind", lambda device: name)
+
+    a = tiny_spec(str(tiny_dir))
+    a.dtype = "bfloat16"
+    a.tasks += [
+        TaskBudget("arc_easy", search_items=12, heldout_items=6),
+        TaskBudget("copa", search_items=8, heldout_items=4),
+    ]
+    kind("cpu-fast")
+    first = run_study(a, tmp_path / "first")
+    archive = tmp_path / "committed" / "results.parquet"
+    res = CliRunner().invoke(app, ["store", "export", str(first), "--out", str(archive), "--with-manifest"])
+    assert res.exit_code == 0, res.output
+
+    b = StudySpec.from_json(a.to_json())
+    b.tasks[1].dtype = "float32"
+    b.tasks[2].search_items = 10  # another budget for one task: the others' records still carry over
+    kind("cpu-slow")
+    said = []
+    second = run_study(b, tmp_path / "second", archives=[archive], notify=said.append)
+    manifest = json.loads((second / "manifest.json").read_text())
+    assert manifest["arithmetic"] == "cpu-fast"  # the committed results' kind names the bf16 keys
+    assert any("computes only its float32 tasks (arc_easy)" in m for m in said)
+    store = Store(second / "results.sqlite", arithmetic="cpu-fast")
+    made = {
+        (task, dtype, json.loads(meta)["arithmetic"])
+        for task, dtype, meta in store.db.execute("SELECT task, dtype, meta FROM results")
+    }
+    assert ("arc_easy", "float32", "cpu-slow") in made
+    assert not {m for m in made if m[1] == "bfloat16" and m[2] == "cpu-slow"}, "bf16 units computed on the other kind"
+    old = json.loads((first / "manifest.json").read_text())["models"]
+    (name,) = old
+    assert manifest["models"][name]["tasks"]["lambada_passages"] == old[name]["tasks"]["lambada_passages"]
+    assert any("copa: skipped" in m for m in said)  # its new items need bf16 units this machine cannot add
+
+
 def test_findings_are_generated_from_the_results_alone(tiny_dir, tmp_path):  # noqa: F811
     """The findings document from a small study's committed results: every configuration counted, the best one
     quoted with the CI the results hold."""
@@ -100,9 +152,8 @@ def test_findings_are_generated_from_the_results_alone(tiny_dir, tmp_path):  # n
     assert f"`{best.config}` {1000 * best.gain:+.2f} [{1000 * best.ci_low:+.2f}, {1000 * best.ci_high:+.2f}]" in text
     for heading in ("## Does any configuration help?", "## Which layers help or hurt", "## How many repeats"):
         assert heading in text
-    from frankenlm.model.arithmetic import cpu_kind
-
-    assert f"Every unit was computed in float32 with {cpu_kind()} arithmetic" in text  # the run's, from its manifest
+    # the dtypes from the run's spec: float32, which every CPU kind computes alike (a bf16 task names its kind)
+    assert "Units were computed: lambada_passages in float32 (on CPUs of any kind)." in text
     bad = CliRunner().invoke(app, ["findings", str(tmp_path), "--out", str(out)])
     assert bad.exit_code == 2 and "has no results.csv" in bad.output
 

@@ -41,6 +41,19 @@ def test_sizing_counts_configurations_and_packed_tokens(tiny_dir):  # noqa: F811
     pairs = [sc.encode_pair(r.context, r.continuation) for d in items.search for r in d.requests]
     assert task.tokens_per_config == sum(len(p) for p in make_packs(pairs, spec.context_length))
     assert run_tokens(sc, items.search, fast=False) > task.tokens_per_config
+    # a task scored in its own dtype is timed at that dtype's speed, and needs no fp32 re-check
+    spec.tasks = [TaskBudget("copa", search_items=16, heldout_items=8, dtype="float32")]
+    spec.dtype, spec.fp32_top_k = "bfloat16", 3
+    loaded = []
+    cost = size_model(spec, lm, load=lambda dtype: loaded.append(dtype) or lm)
+    assert (
+        loaded == ["float32"] and cost.tasks[0].dtype == "float32" and set(cost.tokens_per_s) == {"bfloat16", "float32"}
+    )
+    (t,) = cost.tasks
+    assert t.configs == cost.configs  # every design runs on the task
+    racing = t.tokens_per_config * (spec.heldout_top_k + 1 + (t.configs - spec.heldout_top_k) / spec.slices)
+    assert cost.tokens(spec, racing=True) == racing + t.heldout_tokens * (spec.heldout_top_k + 1)
+    assert math.isclose(cost.hours(spec, True), cost.tokens(spec, True) / cost.tokens_per_s["float32"] / 3600)
 
 
 def test_dry_run_prints_costs_and_writes_nothing(tiny_dir, tmp_path):  # noqa: F811

@@ -149,6 +149,13 @@ def test_units_computed_on_machines_of_other_arithmetic_are_never_paired(tmp_pat
     with pytest.raises(FrankenError, match="computed with cpu-avx2 arithmetic cannot be stored under cpu-avx512_bf16"):
         old.put(u, [{"item_id": "a", "metrics": {"acc": 0.0}}], {"seconds": 1.0, "arithmetic": "cpu-avx2"})
     assert not old.has(u) and old.claim(u)  # nothing written, the claim not lost
+    # float32 on a CPU is computed alike by every kind (check_reproduction.py): one key, stored from any kind
+    u32 = unit(dtype="float32")
+    assert old.key(u32) == avx2.key(u32) == Store(path).key(u32) == u32.key
+    avx2.put(u32, [{"item_id": "a", "metrics": {"acc": 1.0}}], {"seconds": 1.0, "arithmetic": "cpu-avx2"})
+    assert old.has(u32)
+    gpu = Store(path, device_type="cuda", arithmetic="cuda-sm90")  # a GPU's float32 keeps its kind
+    assert gpu.key(u32) != Store(path, device_type="cuda", arithmetic="cuda-sm80").key(u32)
 
 
 def test_batch_size_and_fast_layout_enter_the_key(tmp_path, monkeypatch):

@@ -315,6 +315,7 @@ def test_a_run_is_resumed_only_on_a_machine_of_the_arithmetic_it_started_on(tiny
     from frankenlm.study.runner import rewrite_results
 
     spec = tiny_spec(str(tiny_dir))
+    spec.dtype = "bfloat16"  # (float32 tasks are computed alike by every CPU: see the next test)
     run_dir = run_study(spec, tmp_path / "run")
     here = cpu_kind()
     assert json.loads((run_dir / "manifest.json").read_text())["arithmetic"] == here
@@ -339,6 +340,91 @@ def test_a_run_is_resumed_only_on_a_machine_of_the_arithmetic_it_started_on(tiny
     monkeypatch.setattr(store_module, "cpu_kind", lambda: "cpu-elsewhere")  # read on another machine
     (run_dir / "results.csv").unlink()
     assert (rewrite_results(run_dir) / "results.csv").read_text() == csv
+
+
+def test_float32_tasks_continue_on_any_cpu_kind_and_bf16_ones_only_on_theirs(tiny_dir, tmp_path, monkeypatch):
+    """A task may name its own dtype. A float32 task's units are shared by every CPU kind, so a run whose bf16
+    units came from another kind continues its float32 tasks here (recomputed units equal the stored ones) and
+    skips, before computing, a bf16 task that still misses units (keeping its record)."""
+    import frankenlm.study.runner as runner_module
+    import frankenlm.study.units as units_module
+    from frankenlm.model.arithmetic import cpu_kind
+
+    spec = tiny_spec(str(tiny_dir))
+    spec.dtype = "bfloat16"
+    spec.tasks.append(TaskBudget("arc_easy", search_items=12, heldout_items=6, dtype="float32"))
+    spec.validate()
+    written = json.loads(spec.to_json())["tasks"]
+    assert "dtype" not in written[0] and written[1]["dtype"] == "float32"  # only a task's own dtype is written
+    run_dir = run_study(spec, tmp_path / "run")
+    here = cpu_kind()
+    store = Store(run_dir / "results.sqlite", arithmetic=here)
+    dtypes = dict(store.db.execute("SELECT task, dtype FROM results GROUP BY task"))
+    assert dtypes == {"lambada_passages": "bfloat16", "arc_easy": "float32"}
+    csv = (run_dir / "results.csv").read_text()
+    arc = dict(store.db.execute("SELECT key, items FROM results WHERE task='arc_easy'"))
+    dropped = sorted(arc)[:3]
+    store.db.execute(f"DELETE FROM results WHERE key IN ({','.join('?' * len(dropped))})", dropped)
+
+    monkeypatch.setattr(runner_module, "arithmetic_kind", lambda device: "cpu-elsewhere")
+    monkeypatch.setattr(units_module, "arithmetic_kind", lambda device: "cpu-elsewhere")
+    run_study(spec, run_dir)  # the float32 task goes on here; the bf16 one is all stored
+    again = dict(store.db.execute("SELECT key, items FROM results WHERE task='arc_easy'"))
+    assert again == arc, "float32 units recomputed on another kind differ, or were stored under other keys"
+    metas = [json.loads(m) for (m,) in store.db.execute("SELECT meta FROM results WHERE key IN (?,?,?)", dropped)]
+    assert {m["arithmetic"] for m in metas} == {"cpu-elsewhere"}
+    assert (run_dir / "results.csv").read_text() == csv
+
+    (bf16_key,) = store.db.execute("SELECT key FROM results WHERE task='lambada_passages' LIMIT 1").fetchone()
+    store.db.execute("DELETE FROM results WHERE key=?", (bf16_key,))
+    rows, entry = store.count(), json.loads((run_dir / "manifest.json").read_text())["models"]
+    said = []
+    run_study(spec, run_dir, notify=said.append)  # the bf16 task is skipped, before computing; the rest goes on
+    assert store.count() == rows
+    skipped = [m for m in said if "lambada_passages: skipped" in m]
+    assert (
+        skipped and f"bfloat16 units computed with cpu-elsewhere arithmetic cannot be stored under {here}" in skipped[0]
+    )
+    assert json.loads((run_dir / "manifest.json").read_text())["models"] == entry  # its record kept as it was
+
+
+def test_a_design_runs_only_on_the_tasks_it_names(tiny_dir, tmp_path):
+    """`tasks` on a design: the block scan on LAMBADA only, single-layer repeats on both tasks, and on ARC-Easy
+    the configurations LAMBADA selected; a derived design may not run where its parent does not."""
+    from frankenlm.study.sizing import config_counts
+
+    spec = tiny_spec(str(tiny_dir))
+    spec.tasks.append(TaskBudget("arc_easy", search_items=12, heldout_items=6))
+    spec.designs[0].tasks = ["lambada_passages"]  # repeat-block
+    spec.designs[2].tasks = ["lambada_passages"]  # sublayer
+    spec.designs.append(DesignSpec("selected", {"from_task": "lambada_passages", "top": 2}, ["arc_easy"]))
+    spec.validate()
+    assert json.loads(spec.to_json())["designs"][0]["tasks"] == ["lambada_passages"]
+    assert "tasks" not in json.loads(spec.to_json())["designs"][1]
+    run_dir = run_study(spec, tmp_path / "run")
+    store = Store(run_dir / "results.sqlite")
+    plans = {
+        t: {p for (p,) in store.db.execute("SELECT plan FROM results WHERE task=?", (t,))}
+        for t in ("lambada_passages", "arc_easy")
+    }
+    depth = 6
+    layer_plans = {str(c.plan) for c in study_candidates(spec, depth, "arc_easy")}
+    assert layer_plans == {str(c.plan) for c in designs.build("repeat-layer", spec.designs[1].args, depth)}
+    picked = json.loads((run_dir / "manifest.json").read_text())["models"]
+    (info,) = picked.values()
+    selected = set(info["tasks"]["lambada_passages"]["heldout_plans"][:2])
+    assert plans["arc_easy"] - {f"0..{depth - 1}"} <= layer_plans | selected
+    assert selected <= plans["arc_easy"]  # LAMBADA's picks were measured on ARC-Easy
+    blocks_only = {str(c.plan) for c in designs.build("repeat-block", spec.designs[0].args, depth)} - layer_plans
+    assert blocks_only & plans["lambada_passages"] and blocks_only & plans["arc_easy"] <= selected
+    assert sum(config_counts(spec, depth, "arc_easy")) < sum(config_counts(spec, depth, "lambada_passages"))
+
+    bad = tiny_spec(str(tiny_dir))
+    bad.tasks.append(TaskBudget("arc_easy", search_items=12, heldout_items=6))
+    bad.designs[1].tasks = ["lambada_passages"]
+    bad.designs.append(DesignSpec("damped", {"from": "repeat-layer", "top": 1}))
+    with pytest.raises(FrankenError, match="design damped runs on arc_easy, where its parent design repeat-layer"):
+        bad.validate()
 
 
 def small_spec(model: str, **kw) -> StudySpec:

@@ -51,6 +51,10 @@ HOSTILE = [
     ({"tasks": [{"name": "no_such_task", "search_tokens": 5}]}, "unknown task 'no_such_task'"),
     ({"tasks": [{"name": "lambada_passages", "tokens": 5}]}, "tasks[0]: unknown key 'tokens'"),
     ({"tasks": "lambada_passages"}, "tasks must be a list"),
+    (
+        {"tasks": [{"name": "lambada_passages", "search_tokens": 5, "dtype": "fp32"}]},
+        "task lambada_passages: dtype 'fp32' is not one of",
+    ),
     ({"designs": [{"name": "repeat-blokc", "args": {}}]}, "unknown design 'repeat-blokc'"),
     ({"designs": [{"name": "repeat-block", "args": {"strid": 2}}]}, "unknown argument 'strid'"),
     ({"designs": [{"name": "repeat-block", "args": []}]}, "args must be an object"),
@@ -62,6 +66,8 @@ HOSTILE = [
     ({"designs": [{"name": "selected", "args": {}}]}, "from_task must name a task of the study, got None"),
     ({"designs": [{"name": "selected", "args": {"from_task": "lambada_passages", "top": 0}}]}, "top must be an"),
     ({"designs": [{"name": "selected", "args": {"from": "repeat-layer"}}]}, "unknown argument 'from'"),
+    ({"designs": [{"name": "repeat-block", "tasks": ["piqa"]}]}, "design repeat-block: tasks must list tasks of the"),
+    ({"designs": [{"name": "repeat-block", "tasks": []}]}, "design repeat-block: tasks must list tasks of the"),
 ]
 
 

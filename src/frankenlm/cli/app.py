@@ -484,7 +484,14 @@ def study(
         from frankenlm.model.loading import load_model
         from frankenlm.study.sizing import report_lines, size_model
 
-        costs = [size_model(spec, load_model(m, dtype=spec.dtype, device=device)) for m in spec.models]
+        costs = [
+            size_model(
+                spec,
+                load_model(m, dtype=spec.dtype, device=device),
+                load=lambda dtype, m=m: load_model(m, dtype=dtype, device=device),
+            )
+            for m in spec.models
+        ]
         for line in report_lines(spec, costs):
             console.print(line, highlight=False, markup=False)
         return

@@ -737,22 +737,29 @@ def _arithmetic_lines(run_dirs: list[Path]) -> list[str]:
     import json
 
     from frankenlm.study.runner import manifest_arithmetic
+    from frankenlm.study.spec import StudySpec
 
-    made = []
+    made, in_fp32 = [], []
     for d in run_dirs:
         sp, mp = Path(d) / "spec.json", Path(d) / "manifest.json"
         if sp.is_file() and mp.is_file():
-            dtype = json.loads(sp.read_text(encoding="utf-8")).get("dtype", "float32")
+            spec = StudySpec.from_json(sp.read_text(encoding="utf-8"), source=str(sp))
             kind = manifest_arithmetic(json.loads(mp.read_text(encoding="utf-8"))) or "an unrecorded GPU"
-            made.append(f"{dtype} with {kind} arithmetic")
-    if not made:
+            lower = [t.name for t in spec.tasks if spec.task_dtype(t.name) != "float32"]
+            if lower:
+                made.append(f"{spec.dtype} with {kind} arithmetic")
+            in_fp32 += [t.name for t in spec.tasks if spec.task_dtype(t.name) == "float32"]
+    if not made and not in_fp32:
         return []
+    parts = [f"{', '.join(dict.fromkeys(in_fp32))} in float32 (on CPUs of any kind)"] if in_fp32 else []
+    if made:
+        other = "the other tasks" if in_fp32 else "every task"
+        parts.append(f"{other} in {' and '.join(dict.fromkeys(made))} (their fp32 re-checks in float32)")
     return [
-        f"Every unit was computed in {' and '.join(dict.fromkeys(made))} (the fp32 re-checks in float32). Reduced-"
-        "precision numbers depend on the machine's matmul kernels: recomputed on a CPU without bf16 instructions, "
-        "one stored unit's gain moved by 0.6 milli-bits per byte (fp32: at most 0.001 nats per passage), so the "
-        "search numbers reproduce on a machine of that kind, and the fp32 re-checks are the ones that hold across "
-        "machines."
+        f"Units were computed: {'; '.join(parts)}. Reduced-precision numbers depend on the machine's matmul kernels: "
+        "recomputed on a CPU without bf16 instructions, one stored unit's gain moved by 0.6 milli-bits per byte, "
+        "and an fp32 unit's by 4e-7 (passages by at most 0.005 nats: `benchmarks/check_reproduction.py`), so "
+        "bf16 search numbers reproduce on a machine of their kind, and float32 numbers on any CPU."
     ]
 
 

@@ -213,11 +213,13 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
         for task, t in info.get("tasks", {}).items():
             slices, heldout = t["slices"], t["heldout"]
             metric, hib = t["primary"], t["higher_is_better"]
-            base = _units(store, digest, base_text, task, slices, spec.dtype)
+            dtype = spec.task_dtype(task)
+            base = _units(store, digest, base_text, task, slices, dtype)
             if base is None:
                 continue
-            base_held = _units(store, digest, base_text, task, [heldout], spec.dtype)
-            base32 = _units(store, digest, base_text, task, slices, "float32")
+            base_held = _units(store, digest, base_text, task, [heldout], dtype)
+            # the fp32 re-check of a task scored in a lower precision (a float32 task needs none)
+            base32 = None if dtype == "float32" else _units(store, digest, base_text, task, slices, "float32")
             tasks_summary.setdefault(
                 task,
                 {
@@ -227,16 +229,17 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
                     "search_items": sum(map(len, slices)),
                     "heldout_items": len(heldout),
                     "search_tokens": t["search_tokens"],
+                    "dtype": dtype,
                 },
             )
             task_rows = []
             runs: dict[str, tuple[list[dict], list[dict] | None]] = {}  # per-item results read, for the ceiling
             for c in configs:
                 plan = c["plan"]
-                k = _slices_seen(store, digest, plan, task, slices, spec.dtype)
+                k = _slices_seen(store, digest, plan, task, slices, dtype)
                 if k == 0:
                     continue
-                cfg = _units(store, digest, plan, task, slices[:k], spec.dtype)
+                cfg = _units(store, digest, plan, task, slices[:k], dtype)
                 row = {
                     "model": name,
                     "depth": depth,
@@ -257,7 +260,7 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
                 # only the configurations the protocol re-measured (its top on search): held-out units that an
                 # earlier session's other selection left in the store stay out of the held-out family
                 if plan != base_text and base_held is not None and plan in t.get("heldout_plans", [plan]):
-                    held = _units(store, digest, plan, task, [heldout], spec.dtype)
+                    held = _units(store, digest, plan, task, [heldout], dtype)
                     if held is not None:
                         h = compare(task, metric, hib, base_held, held)
                         row.update(

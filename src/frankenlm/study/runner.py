@@ -33,7 +33,7 @@ from frankenlm.study.designs import Candidate
 from frankenlm.study.items import TaskItems, select_items
 from frankenlm.study.signals import SignalRecorder
 from frankenlm.study.spec import StudySpec
-from frankenlm.study.store import Store
+from frankenlm.study.store import OtherArithmetic, Store, depends_on_kind
 from frankenlm.study.sweep import best_of, derived_design, greedy_search, race
 from frankenlm.study.units import Progress, score_docs
 
@@ -51,23 +51,33 @@ NOT_ITEMS = ("designs", "order", "early_stopping", "heldout_top_k", "fp32_top_k"
 
 
 def _same_items(a: StudySpec, b: StudySpec) -> bool:
-    """Whether two specs select the same items of every task for the same models (units and signals match)."""
+    """Whether two specs select items alike (models, slices, seed, scoring setup): a task both measure with the
+    same budget then has the same items in both (`_task_items`). Dtypes may differ: a task's manifest entry
+    (items, signals, selection) carries over into a spec that scores it in another dtype and stands until that
+    task is walked again (its units, keyed by dtype, are not shared)."""
     ja, jb = json.loads(a.to_json()), json.loads(b.to_json())
-    return all(ja.get(k) == jb.get(k) for k in {*ja, *jb} - set(NOT_ITEMS))
+    return all(ja.get(k) == jb.get(k) for k in {*ja, *jb} - {*NOT_ITEMS, "dtype", "tasks"})
 
 
-def study_candidates(spec: StudySpec, depth: int) -> list[Candidate]:
-    """The candidates of the static designs, without the base and duplicates (adaptive designs run later)."""
-    out = [c for group in static_groups(spec, depth).values() for c in group]
+def _task_items(spec: StudySpec) -> dict[str, dict]:
+    """Each task's budget without its dtype: what selects its items."""
+    return {t["name"]: {k: v for k, v in t.items() if k != "dtype"} for t in json.loads(spec.to_json())["tasks"]}
+
+
+def study_candidates(spec: StudySpec, depth: int, task: str | None = None) -> list[Candidate]:
+    """The candidates of the static designs (those that run on `task`, if given), without the base and
+    duplicates (adaptive designs run later)."""
+    out = [c for group in static_groups(spec, depth, task).values() for c in group]
     return designs.dedupe([c for c in out if c.plan != identity_plan(depth)])
 
 
-def static_groups(spec: StudySpec, depth: int) -> dict[int, list[Candidate]]:
-    """{index in spec.designs: its candidates} for the static designs (checks their arguments against depth)."""
+def static_groups(spec: StudySpec, depth: int, task: str | None = None) -> dict[int, list[Candidate]]:
+    """{index in spec.designs: its candidates} for the static designs (those that run on `task`, if given;
+    checks their arguments against depth)."""
     return {
         n: designs.build(d.name, d.args, depth)
         for n, d in enumerate(spec.designs)
-        if designs.get_design(d.name).is_static(d.args)
+        if designs.get_design(d.name).is_static(d.args) and (task is None or d.runs_on(task))
     }
 
 
@@ -184,9 +194,13 @@ class StudyRun:
                     f"{self.run_dir} holds a different study (preset {old.preset!r}, models "
                     f"{old.models}): use another --out or the same options"
                 )
-        # ... and on a machine of the kind it started on: CPUs with other matmul kernels give other bf16 numbers
-        self.arithmetic = arithmetic_kind(parse_device(self.device))
+        for a in self.archives:  # a missing or foreign archive is refused before anything is written
+            check_archive(a)
+        # ... and its bf16 units on a machine of the kind they were computed on: CPUs with other matmul kernels
+        # give other bf16 numbers (float32 ones are alike on every CPU: its float32 tasks run anywhere)
+        self.machine_kind = self.arithmetic = arithmetic_kind(parse_device(self.device))
         manifest_file = self.run_dir / "manifest.json"
+        where = f"{self.run_dir} was computed"
         if manifest_file.exists():
             old_manifest = _read_json(manifest_file)
             was = old_manifest.get("device_type", "cpu")
@@ -195,16 +209,22 @@ class StudyRun:
                     f"{self.run_dir} was run on {was}: resume it on {was} (its stored numbers would "
                     f"be paired with numbers computed on {self.device_type}), or use another --out"
                 )
-            kind = manifest_arithmetic(old_manifest)
-            if kind is not None and kind != self.arithmetic:
-                raise FrankenError(
-                    f"{self.run_dir} was computed with {kind} arithmetic and this machine computes with "
-                    f"{self.arithmetic}: {self.spec.dtype} numbers differ between the two (a study pairs every "
-                    f"configuration with the base item by item). Resume it on a {kind} machine, or use another "
-                    "--out to start over here"
-                )
-        for a in self.archives:  # a missing or foreign archive is refused before anything is written
-            check_archive(a)
+            kinds = [manifest_arithmetic(old_manifest)]
+        else:  # a new run directory continuing committed results: their kind
+            kinds = [manifest_arithmetic(_read_json(f)) for f, _ in self._committed_manifests()]
+            where = "the committed results this study continues were computed"
+        kind = next((k for k in kinds if k is not None), None)
+        self.arithmetic = kind or self.machine_kind
+        self.kind_free = [
+            t.name for t in self.spec.tasks if not depends_on_kind(self.spec.task_dtype(t.name), self.device_type)
+        ]
+        if self.arithmetic != self.machine_kind and not self.kind_free:
+            raise FrankenError(
+                f"{where} with {kind} arithmetic and this machine computes with {self.machine_kind}: "
+                f"{self.spec.dtype} numbers differ between the two (a study pairs every configuration with the base "
+                f"item by item). Continue on a {kind} machine, use another --out (without --import) to start over "
+                'here, or score the remaining tasks in float32 (a task\'s "dtype"), which every CPU computes alike'
+            )
         if self.store_path.exists():  # a store given that is not one: refuse now, not after loading a model
             self._open_store().close()
             self.store = None
@@ -252,26 +272,35 @@ class StudyRun:
         added; a task's entry is replaced when this session walks it, under this spec's designs). A session
         that stops before it reaches a model keeps that model's entry (tasks, configurations, signals), so its
         export never loses what earlier sessions committed."""
-        sources = []  # the committed manifests, then the run directory's own (the newest wins)
-        for folder in dict.fromkeys(p.parent for p in self.archives):
-            spec_file = folder / "spec.json"
-            try:
-                same = _same_items(StudySpec.from_json(spec_file.read_text()), self.spec)
-            except (OSError, FrankenError):
-                same = False
-            if same:
-                sources.append(folder / "manifest.json")
-        sources.append(self.run_dir / "manifest.json")
+        # the committed manifests, then the run directory's own (the newest wins)
+        sources = [*self._committed_manifests(), (self.run_dir / "manifest.json", self.spec)]
         models: dict[str, dict] = {}
         sizes: dict[str, int] = {}
-        for f in sources:
+        now = _task_items(self.spec)
+        for f, spec in sources:
             if not f.is_file():
                 continue
             m = _read_json(f)
             if m.get("device_type", "cpu") == self.device_type and manifest_arithmetic(m) == self.arithmetic:
-                models.update(m.get("models") or {})
+                was = _task_items(spec)  # a task measured on other items here starts afresh
+                for name, info in (m.get("models") or {}).items():
+                    tasks = {t: e for t, e in (info.get("tasks") or {}).items() if t in now and was.get(t) == now[t]}
+                    models[name] = {**info, "tasks": tasks}
                 sizes.update(m.get("batch_sizes") or {})
         return models, sizes
+
+    def _committed_manifests(self) -> list[tuple[Path, StudySpec]]:
+        """The manifests (with their specs) of the imported folders of committed results whose spec selects items
+        alike (`_same_items`)."""
+        out = []
+        for folder in dict.fromkeys(p.parent for p in self.archives):
+            try:
+                spec = StudySpec.from_json((folder / "spec.json").read_text())
+            except (OSError, FrankenError):
+                continue
+            if _same_items(spec, self.spec) and (folder / "manifest.json").is_file():
+                out.append((folder / "manifest.json", spec))
+        return out
 
     def _carry_over(self, lm: LoadedModel, info: dict, plans: dict[str, LayerPlan]) -> None:
         """Start `lm`'s entry from an earlier session's (same weights): its tasks (each replaced when this
@@ -292,7 +321,15 @@ class StudyRun:
     def run(self) -> Path:
         """Run (or resume) the study; returns the run directory (results.csv, study.json written)."""
         self.check()
-        if self.spec.dtype == "bfloat16" and self.arithmetic in SLOW_BF16_KINDS:
+        if self.arithmetic != self.machine_kind:
+            self.notify(
+                f"this run's {self.spec.dtype} units were computed with {self.arithmetic} arithmetic: this machine "
+                f"({self.machine_kind}) computes only its float32 tasks ({', '.join(self.kind_free)}) and skips a "
+                f"task that still misses {self.spec.dtype} units"
+            )
+        elif (
+            "bfloat16" in {self.spec.task_dtype(t.name) for t in self.spec.tasks} and self.arithmetic in SLOW_BF16_KINDS
+        ):
             self.notify(
                 f"this CPU ({self.arithmetic}) has no bf16 matrix instructions: bf16 runs ~6x slower than float32 "
                 "here (see frankenlm.model.arithmetic); a float32 spec is faster on this machine"
@@ -323,7 +360,10 @@ class StudyRun:
         spec = self.spec
         budgets = spec.tasks if budgets is None else budgets
         t0 = time.perf_counter()
-        lm = load_model(model, dtype=spec.dtype, device=self.device)
+        by_dtype: dict[str, list] = {}  # the tasks in each dtype (a task may name its own), in the spec's order
+        for b in budgets:
+            by_dtype.setdefault(spec.task_dtype(b.name), []).append(b)
+        lm = load_model(model, dtype=next(iter(by_dtype)), device=self.device)
         groups = static_groups(spec, lm.depth)
         cands = study_candidates(spec, lm.depth)
         items = {b.name: select_items(b, lm.tokenizer, spec.slices, spec.seed) for b in budgets}
@@ -347,13 +387,25 @@ class StudyRun:
             plans = {c.text: c.plan for c in [base, *cands]}
             self._carry_over(lm, info, plans)
             self._models[model] = info, plans
-        ex = self.make_executor(lm, model, spec.dtype)
-        info["batch_size"] = self.manifest["batch_sizes"][f"{lm.digest}/{spec.dtype}"]
-        try:
-            for budget in budgets:
-                self.run_task(lm, ex, items[budget.name], groups, cands, info, plans)
-        finally:
-            ex.close()
+        for n, (dtype, group) in enumerate(by_dtype.items()):
+            if n:
+                del lm
+                lm = load_model(model, dtype=dtype, device=self.device)
+            ex = self.make_executor(lm, model, dtype)
+            info["batch_size"] = self.manifest["batch_sizes"][f"{lm.digest}/{dtype}"]
+            try:
+                for budget in group:
+                    before = info["tasks"].get(budget.name)
+                    try:
+                        self.run_task(lm, ex, items[budget.name], groups, cands, info, plans)
+                    except OtherArithmetic as e:  # its units need another machine: the others go on here
+                        if before is None:
+                            info["tasks"].pop(budget.name, None)
+                        else:
+                            info["tasks"][budget.name] = before
+                        self.notify(f"{lm.name} · {budget.name}: skipped, it needs units this machine cannot add ({e})")
+            finally:
+                ex.close()
         self.manifest["models"][lm.name] = info
         timings = self.manifest["timings"]
         timings[f"{lm.name}/search+heldout"] = timings.get(f"{lm.name}/search+heldout", 0.0) + time.perf_counter() - t0
@@ -366,7 +418,9 @@ class StudyRun:
 
     def run_fp32(self, model: str, tasks: list[str] | None = None) -> None:
         """The fp32 re-check of `model`'s top configurations on `tasks` (default: every task; after they ran)."""
-        if not self.spec.fp32_top_k or self.spec.dtype == "float32" or model not in self._models:
+        tasks = [b.name for b in self.spec.tasks if tasks is None or b.name in tasks]
+        tasks = [t for t in tasks if self.spec.task_dtype(t) != "float32"]  # a float32 task needs no re-check
+        if not self.spec.fp32_top_k or not tasks or model not in self._models:
             return
         t0 = time.perf_counter()
         self.fp32_recheck(model, *self._models[model], tasks=tasks)
@@ -384,6 +438,7 @@ class StudyRun:
         plans: dict[str, LayerPlan],
     ) -> None:
         spec, task = self.spec, items.task
+        dtype = spec.task_dtype(task)
         where = f"{lm.name} · {task}"
         before = info["tasks"].get(task) or {}
         info["tasks"][task] = t = {
@@ -401,6 +456,10 @@ class StudyRun:
         _write_json(
             self.run_dir / "manifest.json", {**self.manifest, "models": {**self.manifest["models"], lm.name: info}}
         )
+        # the static designs that run on this task (a design may name its tasks)
+        groups = {n: g for n, g in groups.items() if spec.designs[n].runs_on(task)}
+        wanted = {x.plan for g in groups.values() for x in g}
+        cands = [c for c in cands if c.plan in wanted]
         # the bar advances once per unit (plan x slice); racing makes this total an upper bound
         seen = self._raced(lm, ex, items, cands, f"{where} · search")
         # the base model's per-layer signals on the first slice: the same items give the same signals
@@ -408,7 +467,7 @@ class StudyRun:
         pool = {n: groups[n] for n in groups}  # candidates of each design, by position in spec.designs
         adaptive_seen: dict[LayerPlan, int] = {}
         for n, d in enumerate(spec.designs):
-            if n in groups:
+            if n in groups or not d.runs_on(task) or designs.get_design(d.name).is_static(d.args):
                 continue
             if d.name == "search":
                 self.notify(f"{where}: greedy search guided by {d.args.get('signal', 'block_influence')}")
@@ -437,7 +496,7 @@ class StudyRun:
                         self.store,
                         lm,
                         items,
-                        spec.dtype,
+                        dtype,
                         {**adaptive_seen, **seen},
                         pool.get(src, []),
                         int(d.args.get("top", 3)),
@@ -463,7 +522,7 @@ class StudyRun:
         seen = {**adaptive_seen, **seen}  # a static candidate keeps its own sweep's count
         # rank on search items; re-measure the top on held-out items
         ranked = analysis.rank_search(
-            self.store, lm.digest, spec.dtype, items, {str(p): k for p, k in seen.items()}, lm.depth
+            self.store, lm.digest, dtype, items, {str(p): k for p, k in seen.items()}, lm.depth
         )
         top = ranked[: spec.heldout_top_k]
         self.notify(f"{where}: held-out check of the top {len(top)}")
@@ -474,7 +533,7 @@ class StudyRun:
             lambda: ex.run_slice(task, items.heldout, [plans[p] for p in top], reuse=True),
         )
         t["heldout_plans"] = top
-        t["fp32_plans"] = top[: spec.fp32_top_k]
+        t["fp32_plans"] = [] if dtype == "float32" else top[: spec.fp32_top_k]
 
     @staticmethod
     def _selected_on(info: dict, plans: dict[str, LayerPlan], task: str, other: str, k: int) -> list[Candidate]:

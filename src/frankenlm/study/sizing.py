@@ -3,7 +3,7 @@
 Per model and task: the items chosen (search / held-out), the tokens one configuration runs over the search
 items in the spec's scoring mode (fast: packed contexts, `frankenlm.eval.packing`), the number of configurations
 (static designs exactly; derived designs and the greedy search as upper bounds), and the base model's measured
-forward speed in the spec's dtype on this machine. Two totals bound the sweep's cost: every configuration on the
+forward speed in each dtype the tasks are scored in (a task may name its own) on this machine. Two totals bound the sweep's cost: every configuration on the
 full search budget (no racing), and racing at its best (only the base and the protected top k run the full
 budget, every other configuration stops at the first look). The held-out re-measure and the fp32 re-check are
 added to both.
@@ -45,14 +45,17 @@ def mde(n: int, discordance: float, alpha: float = 0.05, power: float = 0.8) -> 
     return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * math.sqrt(discordance / n))
 
 
-def config_counts(spec: StudySpec, depth: int) -> tuple[int, int]:
-    """(configurations of the static designs, upper bound of the adaptive ones) for a model of `depth` layers."""
+def config_counts(spec: StudySpec, depth: int, task: str | None = None) -> tuple[int, int]:
+    """(configurations of the static designs, upper bound of the adaptive ones) for a model of `depth` layers,
+    on `task` if given (a design may run on some tasks only)."""
     from frankenlm.study.runner import study_candidates
 
-    static = len(study_candidates(spec, depth))
+    static = len(study_candidates(spec, depth, task))
     adaptive = 0
     probe = [designs.Candidate(repeat_layer_plan(0, depth), "repeat-layer", {"layer": 0, "repeats": 1})]
     for d in spec.designs:
+        if task is not None and not d.runs_on(task):
+            continue
         if d.name == "search":
             adaptive += int(d.args.get("candidates", 6)) * int(d.args.get("steps", 3))
         elif designs.get_design(d.name).derivable and "from" in d.args:
@@ -102,6 +105,8 @@ class TaskCost:
     tokens_per_config: int  # search items, one configuration
     heldout_tokens: int
     accuracy: bool  # ranked by an accuracy (a detectable-effect estimate applies)
+    dtype: str = "bfloat16"  # the dtype the task is scored in
+    configs: int = 0  # configurations on this task (static + the adaptive upper bound)
 
 
 @dataclass
@@ -110,31 +115,34 @@ class ModelCost:
     depth: int
     static_configs: int
     adaptive_configs: int  # upper bound
-    tokens_per_s: float
+    tokens_per_s: dict[str, float]  # the base model's forward speed per dtype
     tasks: list[TaskCost]
 
     @property
     def configs(self) -> int:
         return self.static_configs + self.adaptive_configs
 
-    def tokens(self, spec: StudySpec, racing: bool) -> float:
-        """Tokens of the whole study for this model (racing at its best, or none)."""
-        total = 0.0
-        for t in self.tasks:
-            full = spec.heldout_top_k + 1 if racing else self.configs + 1
-            rest = max(0, self.configs - spec.heldout_top_k) if racing else 0
-            total += t.tokens_per_config * (full + rest / spec.slices)
-            total += t.heldout_tokens * (spec.heldout_top_k + 1)
-            if spec.dtype != "float32":
-                total += 3.0 * t.tokens_per_config * (spec.fp32_top_k + 1)  # fp32 runs about 3x slower
+    def task_tokens(self, spec: StudySpec, t: TaskCost, racing: bool) -> float:
+        """Tokens of one task (racing at its best, or none), at its dtype's speed: an fp32 re-check of a task
+        in a lower precision counts 3x (fp32 runs about 3x slower)."""
+        full = spec.heldout_top_k + 1 if racing else t.configs + 1
+        rest = max(0, t.configs - spec.heldout_top_k) if racing else 0
+        total = t.tokens_per_config * (full + rest / spec.slices) + t.heldout_tokens * (spec.heldout_top_k + 1)
+        if t.dtype != "float32":
+            total += 3.0 * t.tokens_per_config * (spec.fp32_top_k + 1)
         return total
 
+    def tokens(self, spec: StudySpec, racing: bool) -> float:
+        """Tokens of the whole study for this model (racing at its best, or none)."""
+        return sum(self.task_tokens(spec, t, racing) for t in self.tasks)
+
     def hours(self, spec: StudySpec, racing: bool) -> float:
-        return self.tokens(spec, racing) / self.tokens_per_s / 3600
+        return sum(self.task_tokens(spec, t, racing) / self.tokens_per_s[t.dtype] for t in self.tasks) / 3600
 
 
-def size_model(spec: StudySpec, lm: LoadedModel, measure: bool = True) -> ModelCost:
-    """The cost of `spec` for one loaded model (in the spec's dtype)."""
+def size_model(spec: StudySpec, lm: LoadedModel, measure: bool = True, load=None) -> ModelCost:
+    """The cost of `spec` for one loaded model; `load(dtype)` gives the model in another dtype a task is scored
+    in (its speed is measured too)."""
     scorer = Scorer(lm.model, lm.tokenizer, max_length=spec.context_length, scoring=spec.scoring)
     fast = spec.scoring == "fast"
     tasks = []
@@ -148,10 +156,15 @@ def size_model(spec: StudySpec, lm: LoadedModel, measure: bool = True) -> ModelC
                 run_tokens(scorer, items.search, fast),
                 run_tokens(scorer, items.heldout, fast),
                 items.primary in ("acc", "acc_norm", "exact_match"),
+                spec.task_dtype(budget.name),
+                sum(config_counts(spec, lm.depth, budget.name)),
             )
         )
     static, adaptive = config_counts(spec, lm.depth)
-    speed = tokens_per_second(lm, spec.context_length) if measure else math.nan
+    speed = {}
+    for dtype in dict.fromkeys([spec.dtype, *(t.dtype for t in tasks)]):  # (without `load`: lm's speed for all)
+        model = lm if dtype == spec.dtype or load is None or not measure else load(dtype)
+        speed[dtype] = tokens_per_second(model, spec.context_length) if measure else math.nan
     return ModelCost(lm.name, lm.depth, static, adaptive, speed, tasks)
 
 
@@ -161,13 +174,15 @@ def report_lines(spec: StudySpec, costs: list[ModelCost]) -> list[str]:
     for c in costs:
         out.append(
             f"{c.model} ({c.depth} layers): {c.static_configs} static configurations + up to {c.adaptive_configs} "
-            f"adaptive; base forward {c.tokens_per_s:,.0f} tokens/s ({spec.dtype}, this machine)"
+            f"adaptive; base forward "
+            + ", ".join(f"{v:,.0f} tokens/s ({d})" for d, v in c.tokens_per_s.items())
+            + " on this machine"
         )
-        m = c.configs
         for t in c.tasks:
+            m = t.configs
             line = (
-                f"  {t.task}: {t.search_items} search / {t.heldout_items} held-out items, "
-                f"{t.tokens_per_config:,} tokens per configuration ({spec.scoring} scoring)"
+                f"  {t.task}: {t.search_items} search / {t.heldout_items} held-out items, {m} configurations, "
+                f"{t.tokens_per_config:,} tokens per configuration ({spec.scoring} scoring, {t.dtype})"
             )
             if t.accuracy:
                 parts = []

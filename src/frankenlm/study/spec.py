@@ -25,12 +25,17 @@ class TaskBudget:
     heldout_tokens: int | None = None
     search_items: int | None = None  # item tasks: this many search items
     heldout_items: int | None = None
+    dtype: str | None = None  # this task's dtype; None: the spec's (e.g. float32 tasks in a bfloat16 study)
 
 
 @dataclass
 class DesignSpec:
     name: str  # a name in frankenlm.study.designs.DESIGNS
     args: dict = field(default_factory=dict)
+    tasks: list[str] | None = None  # the tasks it runs on; None: every task of the study
+
+    def runs_on(self, task: str) -> bool:
+        return self.tasks is None or task in self.tasks
 
 
 @dataclass
@@ -61,7 +66,19 @@ class StudySpec:
     order: str = "models"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        d = asdict(self)
+        # unset options of a task (its dtype) or a design (its tasks) are left out, as in specs written before them
+        for t in d["tasks"]:
+            if t["dtype"] is None:
+                del t["dtype"]
+        for x in d["designs"]:
+            if x["tasks"] is None:
+                del x["tasks"]
+        return json.dumps(d, indent=2)
+
+    def task_dtype(self, task: str) -> str:
+        """The dtype `task` is scored in: its budget's, or the spec's."""
+        return next((t.dtype for t in self.tasks if t.name == task and t.dtype), self.dtype)
 
     @classmethod
     def from_json(cls, text: str, source: str = "study spec") -> StudySpec:
@@ -118,15 +135,29 @@ class StudySpec:
                 raise FrankenError(f"task {t.name}: give search_tokens or search_items, not both")
             if t.heldout_tokens is not None and t.heldout_items is not None:
                 raise FrankenError(f"task {t.name}: give heldout_tokens or heldout_items, not both")
+            if t.dtype is not None and t.dtype not in DTYPES:
+                raise FrankenError(f"task {t.name}: dtype {t.dtype!r} is not one of {', '.join(DTYPES)}")
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise FrankenError(f"tasks lists a task twice: {names}")
         if not isinstance(self.designs, list) or not self.designs:
             raise FrankenError("designs must list at least one design")
         earlier: list[str] = []
-        for d in self.designs:
+        for n, d in enumerate(self.designs):
             designs.check_args(d.name, d.args, earlier)
             earlier.append(d.name)
+            if d.tasks is not None:
+                if not isinstance(d.tasks, list) or not d.tasks or not all(t in names for t in d.tasks):
+                    raise FrankenError(
+                        f"design {d.name}: tasks must list tasks of the study ({', '.join(names)}), got {d.tasks!r}"
+                    )
+            if designs.get_design(d.name).derivable and "from" in d.args:
+                src = next(e for e in reversed(self.designs[:n]) if e.name == d.args["from"])
+                lacking = [t for t in (d.tasks or names) if not src.runs_on(t)]
+                if lacking:
+                    raise FrankenError(
+                        f"design {d.name} runs on {', '.join(lacking)}, where its parent design {src.name} does not"
+                    )
             if designs.get_design(d.name).cross_task and d.args["from_task"] not in names:
                 raise FrankenError(
                     f"design {d.name}: from_task {d.args['from_task']!r} is not a task of the study ({', '.join(names)})"

@@ -8,8 +8,11 @@ batch size and the layout belong to the setup because they change the arithmetic
 moves a LAMBADA passage's log-likelihood by ~0.5 nats (measured: SD 0.53, mean +0.11 over 103 passages), larger
 than the effects a study measures, so units computed under two layouts must never be paired with each other. The
 arithmetic kind (`frankenlm.model.arithmetic`: "cpu-avx512_bf16", "cpu-avx2", "cuda-sm90") belongs there for the
-same reason: CPUs with other matmul kernels give bf16 numbers as far apart. A batch size of `auto` enters the key
-as the size it chose on that device (`Store.use_batch_size`), never as "auto".
+same reason: CPUs with other matmul kernels give bf16 numbers as far apart. Float32 units on a CPU carry no kind:
+every CPU computes them alike (measured: a stored qwen2.5-coder-0.5b LAMBADA slice recomputed in fp32 on an
+AVX2 CPU moved passages by at most 0.005 nats and a paired gain by 4e-7 bits per byte, against 0.6 milli-bpb in
+bf16; `benchmarks/check_reproduction.py`), so fp32 work is shared across CPU kinds. A batch size of `auto` enters
+the key as the size it chose on that device (`Store.use_batch_size`), never as "auto".
 
 The scoring setup is a property of the `Store` a study opens (`Store(path, context_length=..., device_type=...)`):
 a field enters the key only when it differs from its default (`DEFAULT_SETUP`: context 1024, cpu, the historic CPU
@@ -88,6 +91,16 @@ def unit_key(
     if extra:
         fields.append(extra)
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
+class OtherArithmetic(FrankenError):
+    """Units that this machine would compute with another kind of arithmetic than the store's keys name."""
+
+
+def depends_on_kind(dtype: str, device_type: str) -> bool:
+    """Whether units in `dtype` on `device_type` depend on the kind of arithmetic (see the module docstring):
+    everything but float32 on a CPU."""
+    return not (dtype == "float32" and device_type == "cpu")
 
 
 def item_set_digest(task: str, item_ids: Iterable[str]) -> str:
@@ -228,6 +241,8 @@ class Store:
                     "a unit's key holds the size that was used"
                 )
             setup = {**setup, "batch_size": size}
+        if not depends_on_kind(unit.dtype, setup["device_type"]):
+            setup = {k: v for k, v in setup.items() if k != "arithmetic"}
         return unit_key(unit.model_digest, unit.plan, unit.task, unit.item_set, unit.dtype, setup=setup)
 
     def close(self) -> None:
@@ -282,14 +297,11 @@ class Store:
     # ---------------------------------------------------------------------------------------- writing
     def put(self, unit: Unit, items: list[dict], meta: dict | None = None) -> None:
         """Write a finished unit atomically (a second write of the same unit is ignored) and drop its claim. A
-        unit whose `meta` names the arithmetic it was computed with is refused under another kind's key."""
+        unit whose `meta` names the arithmetic it was computed with is refused under another kind's key
+        (`refuse_kind`)."""
         made_with = (meta or {}).get("arithmetic")
-        if made_with is not None and self.arithmetic is not None and made_with != self.arithmetic:
-            raise FrankenError(
-                f"a unit computed with {made_with} arithmetic cannot be stored under {self.arithmetic}'s keys "
-                f"(its numbers differ from those a {self.arithmetic} machine computes): open the store with "
-                f"arithmetic={made_with!r}"
-            )
+        if made_with is not None:
+            self.refuse_kind(unit.dtype, made_with)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.execute(
@@ -313,6 +325,17 @@ class Store:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    def refuse_kind(self, dtype: str, kind: str) -> None:
+        """Refuse units in `dtype` computed with `kind` arithmetic where this store's keys name another kind
+        (float32 on a CPU is shared by every CPU kind: `depends_on_kind`)."""
+        if self.arithmetic is None or kind == self.arithmetic or not depends_on_kind(dtype, self.setup["device_type"]):
+            return
+        raise OtherArithmetic(
+            f"{dtype} units computed with {kind} arithmetic cannot be stored under {self.arithmetic}'s keys "
+            f"(their numbers differ from those a {self.arithmetic} machine computes): compute them on a "
+            f"{self.arithmetic} machine, or open the store with arithmetic={kind!r}"
+        )
 
     def claim(self, unit: Unit) -> bool:
         """Claim a unit for this process; False if it is done or claimed by a live owner."""

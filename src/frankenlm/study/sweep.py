@@ -35,7 +35,7 @@ def race(
 ) -> dict[LayerPlan, int]:
     """Score `candidates` (and the base) slice by slice, racing after each slice. Returns {plan: slices seen}
     (fewer than all = stopped early)."""
-    runner = UnitRunner(spec, lm, store, spec.dtype, progress)
+    runner = UnitRunner(spec, lm, store, spec.task_dtype(items.task), progress)
     run = executor.run_slice if executor is not None else runner.run_slice
     base = runner.base
     alive = list(dict.fromkeys(c.plan for c in candidates))
@@ -100,7 +100,7 @@ def greedy_search(
     `progress_for(step, units)` gives the progress callback of one step (or None)."""
     layers = search.candidate_layers(signals[args.get("signal", "block_influence")], int(args.get("candidates", 6)))
     steps = int(args.get("steps", 3))
-    runner = UnitRunner(spec, lm, store, spec.dtype)
+    runner = UnitRunner(spec, lm, store, spec.task_dtype(items.task))
     n = len(items.search_slices)
     state, seen_all = search.SearchState(), {}
     while not state.done:

@@ -168,6 +168,7 @@ class UnitRunner:
         todo = [p for p in plan_order(plans, self.base) if not self.store.has(self.unit(p, task, docs))]
         if not todo:
             return
+        self.store.refuse_kind(self.dtype, scorer.arithmetic)  # before computing, not after (Store.put checks too)
         scorer.release()  # a fresh base pass: the slice's hidden states are not kept between calls
         scorer.prepare(docs, todo)
         for n, p in enumerate(todo):
