@@ -84,7 +84,7 @@ def main() -> None:
     if missing:
         sys.exit(f"not stored under this run's keys ({kind}): {', '.join(missing)}")
     print(
-        f"{lm.name} · {args.task} · slice {args.slice} ({len(docs)} items) · {dtype}: stored with {kind}, "
+        f"{lm.name} · {args.task} · slice {args.slice} ({len(docs)} items) · {dtype}: stored by a {kind} run, "
         f"recomputed on {cpu_kind()}"
     )
     scorer = SliceScorer(spec, lm, True)
