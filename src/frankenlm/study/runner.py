@@ -364,8 +364,7 @@ class StudyRun:
         for b in budgets:
             by_dtype.setdefault(spec.task_dtype(b.name), []).append(b)
         lm = load_model(model, dtype=next(iter(by_dtype)), device=self.device)
-        groups = static_groups(spec, lm.depth)
-        cands = study_candidates(spec, lm.depth)
+        cands = study_candidates(spec, lm.depth)  # of every task: the model's configurations
         items = {b.name: select_items(b, lm.tokenizer, spec.slices, spec.seed) for b in budgets}
         if self.store is None:
             self.begin()
@@ -397,7 +396,7 @@ class StudyRun:
                 for budget in group:
                     before = info["tasks"].get(budget.name)
                     try:
-                        self.run_task(lm, ex, items[budget.name], groups, cands, info, plans)
+                        self.run_task(lm, ex, items[budget.name], info, plans)
                     except OtherArithmetic as e:  # its units need another machine: the others go on here
                         if before is None:
                             info["tasks"].pop(budget.name, None)
@@ -432,8 +431,6 @@ class StudyRun:
         lm: LoadedModel,
         ex,
         items: TaskItems,
-        groups: dict[int, list[Candidate]],
-        cands: list[Candidate],
         info: dict,
         plans: dict[str, LayerPlan],
     ) -> None:
@@ -457,9 +454,7 @@ class StudyRun:
             self.run_dir / "manifest.json", {**self.manifest, "models": {**self.manifest["models"], lm.name: info}}
         )
         # the static designs that run on this task (a design may name its tasks)
-        groups = {n: g for n, g in groups.items() if spec.designs[n].runs_on(task)}
-        wanted = {x.plan for g in groups.values() for x in g}
-        cands = [c for c in cands if c.plan in wanted]
+        groups, cands = static_groups(spec, lm.depth, task), study_candidates(spec, lm.depth, task)
         # the bar advances once per unit (plan x slice); racing makes this total an upper bound
         seen = self._raced(lm, ex, items, cands, f"{where} · search")
         # the base model's per-layer signals on the first slice: the same items give the same signals
@@ -467,7 +462,7 @@ class StudyRun:
         pool = {n: groups[n] for n in groups}  # candidates of each design, by position in spec.designs
         adaptive_seen: dict[LayerPlan, int] = {}
         for n, d in enumerate(spec.designs):
-            if n in groups or not d.runs_on(task) or designs.get_design(d.name).is_static(d.args):
+            if n in groups or not d.runs_on(task):
                 continue
             if d.name == "search":
                 self.notify(f"{where}: greedy search guided by {d.args.get('signal', 'block_influence')}")

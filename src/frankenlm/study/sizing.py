@@ -3,10 +3,10 @@
 Per model and task: the items chosen (search / held-out), the tokens one configuration runs over the search
 items in the spec's scoring mode (fast: packed contexts, `frankenlm.eval.packing`), the number of configurations
 (static designs exactly; derived designs and the greedy search as upper bounds), and the base model's measured
-forward speed in each dtype the tasks are scored in (a task may name its own) on this machine. Two totals bound the sweep's cost: every configuration on the
-full search budget (no racing), and racing at its best (only the base and the protected top k run the full
-budget, every other configuration stops at the first look). The held-out re-measure and the fp32 re-check are
-added to both.
+forward speed on this machine in each dtype the tasks are scored in (a task may name its own). Two totals bound
+the sweep's cost: every configuration on the full search budget (no racing), and racing at its best (only the
+base and the protected top k run the full budget, every other configuration stops at the first look). The
+held-out re-measure and the fp32 re-check are added to both.
 
 Detectable effect (benchmarks scored by accuracy): the smallest paired accuracy difference a two-sided test at
 level alpha finds with the given power on n items, for a discordance rate d (the fraction of items on which the
@@ -162,9 +162,13 @@ def size_model(spec: StudySpec, lm: LoadedModel, measure: bool = True, load=None
         )
     static, adaptive = config_counts(spec, lm.depth)
     speed = {}
-    for dtype in dict.fromkeys([spec.dtype, *(t.dtype for t in tasks)]):  # (without `load`: lm's speed for all)
-        model = lm if dtype == spec.dtype or load is None or not measure else load(dtype)
-        speed[dtype] = tokens_per_second(model, spec.context_length) if measure else math.nan
+    for dtype in dict.fromkeys([spec.dtype, *(t.dtype for t in tasks)]):
+        if not measure:
+            speed[dtype] = math.nan
+        else:  # without `load`, lm's speed stands for every dtype
+            speed[dtype] = tokens_per_second(
+                lm if dtype == spec.dtype or load is None else load(dtype), spec.context_length
+            )
     return ModelCost(lm.name, lm.depth, static, adaptive, speed, tasks)
 
 
