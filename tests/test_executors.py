@@ -72,16 +72,29 @@ def test_ray_with_a_killed_worker_equals_in_process(tiny_dir, tmp_path, ray_clus
 
 
 @pytest.mark.slow
-def test_ray_workers_of_another_arithmetic_are_refused(tiny_dir, tmp_path, ray_cluster, monkeypatch):  # noqa: F811
-    """A worker on a machine of another arithmetic kind would store units under keys that claim this machine's
-    arithmetic: the executor refuses before any unit is computed."""
+def test_ray_workers_of_another_arithmetic_add_only_float32_units(tiny_dir, tmp_path, ray_cluster, monkeypatch):  # noqa: F811
+    """A worker on a machine of another arithmetic kind would store bf16 units under keys that claim this
+    machine's arithmetic: a run of bf16 tasks only is refused before any unit is computed; in a run with float32
+    tasks (shared by every CPU kind) those go on, and a bf16 task that misses units is skipped before computing."""
     from frankenlm.errors import FrankenError
+    from frankenlm.study.spec import TaskBudget
 
     class Elsewhere(executors.Worker):
         def arithmetic(self) -> str:
             return "cpu-elsewhere"
 
     monkeypatch.setattr(executors.RayExecutor, "worker_class", Elsewhere)
-    with pytest.raises(FrankenError, match="Ray workers compute with cpu-elsewhere arithmetic"):
-        run_study(tiny_spec(str(tiny_dir)), tmp_path / "ray", executor="ray", ray_options={"workers": 2})
+    spec = tiny_spec(str(tiny_dir))
+    spec.dtype = "bfloat16"
+    with pytest.raises(FrankenError, match="Ray workers compute with cpu-elsewhere arithmetic, but this run's bfloa"):
+        run_study(spec, tmp_path / "ray", executor="ray", ray_options={"workers": 2})
     assert Store(tmp_path / "ray" / "results.sqlite").count() == 0
+
+    spec.tasks.append(TaskBudget("arc_easy", search_items=12, heldout_items=6, dtype="float32"))
+    said = []
+    run_dir = run_study(spec, tmp_path / "mixed", executor="ray", ray_options={"workers": 2}, notify=said.append)
+    store = Store(run_dir / "results.sqlite")
+    assert dict(store.db.execute("SELECT task, count(*) FROM results GROUP BY task")).keys() == {"arc_easy"}
+    assert any("lambada_passages: skipped" in m and "cpu-elsewhere" in m for m in said), said
+    tasks = json.loads((run_dir / "manifest.json").read_text())["models"]
+    assert [set(m["tasks"]) for m in tasks.values()] == [{"arc_easy"}]

@@ -10,9 +10,10 @@ import math
 import pytest
 
 from frankenlm.model.plan import LayerRef, identity_plan, repeat_block_plan, repeat_layer_plan
-from frankenlm.study import designs
+from frankenlm.study import designs, units
+from frankenlm.study.archive import export_store
 from frankenlm.study.runner import run_study
-from frankenlm.study.spec import DesignSpec, StudySpec, TaskBudget
+from frankenlm.study.spec import DesignSpec, EarlyStopping, StudySpec, TaskBudget
 from test_study import tiny_dir  # noqa: F401  (fixture re-export)
 
 pytestmark = pytest.mark.skipif(
@@ -70,24 +71,28 @@ def test_substep_replaces_a_layer_by_n_smaller_steps():
     assert identity_plan(6) != got[0].plan
 
 
-def test_a_study_derives_damped_and_substep_from_the_best_repeats(tiny_dir, tmp_path):  # noqa: F811
-    spec = StudySpec(
+def healed_spec(model: str, slices: int = 2, early_stopping: EarlyStopping | None = None) -> StudySpec:
+    return StudySpec(
         "healed",
-        [str(tiny_dir)],
-        [TaskBudget("lambada_passages", search_tokens=600, heldout_tokens=200)],
+        [model],
+        [TaskBudget("lambada_passages", search_tokens=300 * slices, heldout_tokens=200)],
         [
             DesignSpec("repeat-layer", {"layers": [0, 2, 4], "max_repeats": 1}),
             DesignSpec("damped", {"from": "repeat-layer", "top": 2, "scales": [0.0, 0.5], "branches": ["both"]}),
             DesignSpec("substep", {"from": "repeat-layer", "top": 1, "substeps": [2]}),
         ],
         dtype="float32",
-        slices=2,
-        early_stopping=None,
+        slices=slices,
+        early_stopping=early_stopping,
         heldout_top_k=2,
         fp32_top_k=0,
         batch_size=4,
         context_length=256,
     )
+
+
+def test_a_study_derives_damped_and_substep_from_the_best_repeats(tiny_dir, tmp_path):  # noqa: F811
+    spec = healed_spec(str(tiny_dir))
     run_study(spec, tmp_path / "run")
     info = next(iter(json.loads((tmp_path / "run" / "manifest.json").read_text())["models"].values()))
     rows = {r["config"]: r for r in csv.DictReader(open(tmp_path / "run" / "results.csv"))}
@@ -100,6 +105,31 @@ def test_a_study_derives_damped_and_substep_from_the_best_repeats(tiny_dir, tmp_
             assert abs(float(rows[c["plan"]]["gain"])) < 1e-6
     (sub,) = [c for c in info["configs"] if c["design"] == "substep"]
     assert sub["of"] == repeat[0]["config"] and sub["substeps"] == 2 and sub["plan"] in rows
+
+
+def test_two_walks_over_the_same_units_derive_the_same_parents(tiny_dir, tmp_path, monkeypatch):  # noqa: F811
+    """A later session walks a task again from the stored (or committed) units: with racing on, it must pick the
+    same parents for the derived designs, hence the same configurations, without computing a unit."""
+    spec = healed_spec(str(tiny_dir), slices=3, early_stopping=EarlyStopping(level=0.5, min_items=2))
+    first = run_study(spec, tmp_path / "first")
+    export_store(first / "results.sqlite", tmp_path / "results.parquet")
+
+    def no_model_work(*args, **kwargs):
+        raise AssertionError("a stored unit was computed again")
+
+    monkeypatch.setattr(units.SliceScorer, "score", no_model_work)
+    again = run_study(spec, first)  # the same run resumed
+    second = run_study(spec, tmp_path / "second", archives=[tmp_path / "results.parquet"])  # another machine
+
+    def derived(run_dir):
+        info = next(iter(json.loads((run_dir / "manifest.json").read_text())["models"].values()))
+        return [c for c in info["configs"] if c["design"] in ("damped", "substep")], info["tasks"]
+
+    (configs, tasks) = derived(tmp_path / "first")
+    assert configs and derived(again) == derived(second) == (configs, tasks)
+    rows = list(csv.DictReader(open(first / "results.csv")))
+    assert {r["stopped_early"] for r in rows} == {"0", "1"}, "racing dropped nothing: the walk is not tested"
+    assert (second / "results.csv").read_text() == (first / "results.csv").read_text()
 
 
 @pytest.mark.slow

@@ -269,6 +269,7 @@ def rich_run(run_dir: Path) -> Path:
         for r in (1, 2):
             run.layer(B, D2, *bpb, k, r, 0.002 - 0.0015 * r, 0.001)
     study = _study([(A, D), (B, D2)], [bpb, hs])
+    study["tasks"][1]["dtype"] = "float32"  # a task in its own dtype (the others are in the study's)
     return run.write(run_dir, study)
 
 
@@ -362,7 +363,7 @@ def test_header(rich) -> None:
         "smollm2-360m",
         "wikitext",
         "hellaswag",
-        "bfloat16",
+        "bfloat16 (float32: hellaswag)",
         "1 h 12 min",
         "frankenlm study --preset synthetic",
         "200 ktokens",

@@ -243,7 +243,17 @@ def _header(run_dir: Path, study: dict, groups: list[Group], rows: list[ResultRo
             or "—",
         )
     )
-    meta.append(("dtype", _e(study.get("dtype") or "—")))
+    dtype = study.get("dtype")
+    own = {}  # tasks in another dtype than the study's (a task may name its own)
+    for t in tasks:
+        if t.get("dtype") and t.get("dtype") != dtype:
+            own.setdefault(t["dtype"], []).append(t.get("name"))
+    meta.append(
+        (
+            "dtype",
+            _e(dtype or "—") + "".join(f" ({_e(d)}: {', '.join(_e(n) for n in names)})" for d, names in own.items()),
+        )
+    )
     budgets = ", ".join(
         f"{_e(t.get('name'))}: {_si(_f(t.get('search_tokens')), 'tokens')}"
         for t in tasks

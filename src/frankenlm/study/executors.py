@@ -20,7 +20,7 @@ from frankenlm.model.arithmetic import arithmetic_kind
 from frankenlm.model.loading import LoadedModel, configure_cpu, load_model
 from frankenlm.model.plan import LayerPlan, identity_plan
 from frankenlm.study.spec import StudySpec
-from frankenlm.study.store import Store, Unit, item_set_digest
+from frankenlm.study.store import OtherArithmetic, Store, Unit, depends_on_kind, item_set_digest
 from frankenlm.study.units import Progress, SliceScorer, UnitRunner, no_progress, plan_order
 
 
@@ -135,16 +135,26 @@ class RayExecutor:
         if len(digests) != 1:
             raise FrankenError(f"Ray workers loaded different weights for {model!r} (digests {sorted(digests)})")
         self.digest = digests.pop()
-        # every worker computes with the arithmetic the store's keys name (each unit's meta is checked again when
-        # it is stored, which also covers actors started later)
-        kinds = sorted(set(ray.get([a.arithmetic.remote() for a in self.actors])) - {store.arithmetic})
-        if store.arithmetic is not None and kinds:
-            raise FrankenError(
-                f"Ray workers compute with {', '.join(kinds)} arithmetic, but this run's units are keyed for "
-                f"{store.arithmetic}: run the workers on {store.arithmetic} machines only"
-            )
+        # workers of another arithmetic kind than the store's keys name may add only units that do not depend on
+        # it (float32 on CPUs: `depends_on_kind`). A run with no such task is refused here; otherwise a slice that
+        # needs units they cannot add is refused before computing (`run_slice`), so the runner skips that task as
+        # it does on one machine. Each unit's meta is checked again when it is stored (actors started later).
+        self.other_kinds = sorted(set(ray.get([a.arithmetic.remote() for a in self.actors])) - {store.arithmetic})
+        if store.arithmetic is not None and self.other_kinds:
+            device_type = store.setup["device_type"]
+            if all(depends_on_kind(spec.task_dtype(b.name), device_type) for b in spec.tasks):
+                message = self._other_kinds_message()
+                self.close()
+                raise OtherArithmetic(message)
         self.base = identity_plan(ray.get(self.actors[0].depth.remote()))
         self.restarts = 0  # actors that died and were replaced
+
+    def _other_kinds_message(self) -> str:
+        kinds, mine = ", ".join(self.other_kinds), self.store.arithmetic
+        return (
+            f"Ray workers compute with {kinds} arithmetic, but this run's {self.dtype} units are keyed for {mine}: "
+            f"run the workers on {mine} machines only"
+        )
 
     def set_progress(self, progress: Progress | None) -> None:
         self.progress = progress
@@ -159,11 +169,16 @@ class RayExecutor:
         if not mine:
             return
         queue = [mine[i : i + self.chunk] for i in range(0, len(mine), self.chunk)]
-        docs_ref = ray.put(docs)
         idle = list(self.actors)
         running: dict = {}
         refreshed = time.monotonic()
         try:
+            for kind in self.other_kinds:  # before computing, not after (Store.put checks too)
+                try:
+                    self.store.refuse_kind(self.dtype, kind)
+                except OtherArithmetic:
+                    raise OtherArithmetic(self._other_kinds_message()) from None
+            docs_ref = ray.put(docs)
             while queue or running:
                 if time.monotonic() - refreshed > self.store.lease / 4:  # keep our claims alive on long slices
                     for p in mine:
