@@ -225,7 +225,7 @@ def test_findings_from_committed_results_alone(tiny_dir, tmp_path):  # noqa: F81
         json.loads(m) for (m,) in store.db.execute("SELECT meta FROM results WHERE model_digest=?", (info["digest"],))
     ]
     hours = sum(m["seconds"] for m in metas) / 3600
-    assert f"| {model} | **all** | {len(metas):,} | **{hours:.2f}** |" in text
+    assert f"| {model} | **this protocol** | | {len(metas):,} | **{hours:.2f}** |" in text
     store.close()
     assert ceiling["search_base_wrong"] == len(wrong) and ceiling["search_fixed_by_some"] == len(fixed)
     assert ceiling["configurations"] == n_full and ceiling["chosen_fixed"] <= ceiling["heldout_base_wrong"]

@@ -43,8 +43,9 @@ def test_compute_counts_a_unit_that_holds_a_pause_of_the_run_at_its_task_median_
     s.put(unit(plan="0..3", task="u"), [{"item_id": "a", "metrics": {}}], {})  # no record: 0 s
     got = s.compute("d" * 8)
     # bf16 seconds per item: 2, 3, 4, 9, 1000, 3.75 -> median 3.875 (the paused unit counts at it)
-    assert got["t"] == {"units": 7, "seconds": 2.0 + 3.0 + 4.0 + 9.0 + 30.0 + 3.875 + 50.0, "paused_units": 1}
-    assert got["u"] == {"units": 1, "seconds": 0.0, "paused_units": 0}
+    assert got["t"]["bfloat16"] == {"units": 6, "seconds": 2.0 + 3.0 + 4.0 + 9.0 + 30.0 + 3.875, "paused_units": 1}
+    assert got["t"]["float32"] == {"units": 1, "seconds": 50.0, "paused_units": 0}
+    assert got["u"] == {"bfloat16": {"units": 1, "seconds": 0.0, "paused_units": 0}}
 
 
 def test_claims_exclude_live_owners_and_lapse(tmp_path):

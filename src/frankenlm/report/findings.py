@@ -284,35 +284,51 @@ def _ceiling_lines(studies: list[dict]) -> list[str]:
 
 
 def _compute_lines(studies: list[dict]) -> list[str]:
-    """Per model and task, the units stored and the hours they took to score (from each unit's record, pauses
-    of the run taken out: `Store.compute`)."""
-    per: dict[str, dict[str, list[float]]] = {}
+    """Per model, task and dtype, the units stored and the hours they took to score (from each unit's record,
+    pauses of the run taken out: `Store.compute`). Units the studies' protocol does not use (a task it does not
+    name, or a lower precision than the task's own: an earlier protocol's, kept in the archive) are marked and
+    left out of the protocol's total."""
+    per: dict[str, dict[tuple[str, str], list[float]]] = {}
+    protocol: dict[str, str] = {}  # task -> its dtype in the studies' spec
     for st in studies:
+        protocol.update({t["name"]: t.get("dtype", st.get("dtype")) for t in st.get("tasks", [])})
         for model, tasks in (st.get("compute") or {}).items():
-            for task, c in tasks.items():
-                acc = per.setdefault(model, {}).setdefault(task, [0, 0.0, 0])
-                acc[0] += c["units"]
-                acc[1] += c["seconds"]
-                acc[2] += c.get("paused_units", 0)
+            for task, dtypes in tasks.items():
+                for dtype, c in dtypes.items():
+                    acc = per.setdefault(model, {}).setdefault((task, dtype), [0, 0.0, 0])
+                    acc[0] += c["units"]
+                    acc[1] += c["seconds"]
+                    acc[2] += c.get("paused_units", 0)
     if not per:
         return []
-    paused = sum(v[2] for tasks in per.values() for v in tasks.values())
+
+    def used(task: str, dtype: str) -> bool:  # the task's own dtype, or its fp32 re-checks
+        return task in protocol and dtype in (protocol[task], "float32")
+
+    paused = sum(v[2] for rows in per.values() for v in rows.values())
     lines = [
         "Scoring time of every stored unit (a configuration on one slice of items, search, held-out and fp32 "
         "re-checks alike), summed from the units' own records: model time on the machine that computed them, "
         "without model loading or bookkeeping. A record is wall time, so a unit scored while the run was paused "
         "(or shared its cores with another job) holds the pause: "
         f"{paused:,} such units (over {PAUSE_FACTOR:g}x their task's median time per item, and "
-        f"more than {PAUSE_EXCESS_S:g} s above it) count at the median rate instead.",
+        f"more than {PAUSE_EXCESS_S:g} s above it) count at the median rate instead. Units marked *unused* are an "
+        "earlier protocol's (a task this one does not measure, or a lower precision than its own), kept in the "
+        "archive; the protocol's total leaves them out.",
         "",
-        "| model | task | units | hours |",
-        "|---|---|---|---|",
+        "| model | task | dtype | units | hours |",
+        "|---|---|---|---|---|",
     ]
-    for model, tasks in per.items():
-        for task, (n, sec, _) in tasks.items():
-            lines.append(f"| {model} | {task} | {n:,} | {sec / 3600:.2f} |")
-        n, sec = sum(v[0] for v in tasks.values()), sum(v[1] for v in tasks.values())
-        lines.append(f"| {model} | **all** | {n:,} | **{sec / 3600:.2f}** |")
+    for model, rows in per.items():
+        for (task, dtype), (n, sec, _) in sorted(rows.items()):
+            mark = "" if used(task, dtype) else " (*unused*)"
+            lines.append(f"| {model} | {task}{mark} | {dtype} | {n:,} | {sec / 3600:.2f} |")
+        mine = [v for k, v in rows.items() if used(*k)]
+        n, sec = sum(v[0] for v in mine), sum(v[1] for v in mine)
+        lines.append(f"| {model} | **this protocol** | | {n:,} | **{sec / 3600:.2f}** |")
+        if len(mine) < len(rows):
+            n, sec = sum(v[0] for v in rows.values()), sum(v[1] for v in rows.values())
+            lines.append(f"| {model} | all stored units | | {n:,} | {sec / 3600:.2f} |")
     return [*lines, ""]
 
 

@@ -264,9 +264,10 @@ class Store:
             "SELECT key, model_digest, plan, task, item_set, dtype, n_items FROM results ORDER BY key"
         ).fetchall()
 
-    def compute(self, model_digest: str) -> dict[str, dict]:
-        """Per task, the units stored for a model (every dtype and setup) and the seconds they took to score
-        (each unit's `meta.seconds`: model time, not loading or bookkeeping).
+    def compute(self, model_digest: str) -> dict[str, dict[str, dict]]:
+        """Per task and dtype, the units stored for a model (every setup) and the seconds they took to score
+        (each unit's `meta.seconds`: model time, not loading or bookkeeping): `{task: {dtype: {units, seconds,
+        paused_units}}}`.
 
         A unit's record is wall time, so a run paused while it scored (SIGSTOP, a suspended laptop), or sharing
         its cores with another job, records that too: a unit whose seconds per item exceed `PAUSE_FACTOR` times its task's median (same dtype), by
@@ -281,17 +282,18 @@ class Store:
             (model_digest,),
         ):
             per.setdefault((task, dtype), []).append((float(seconds or 0.0), max(1, int(n))))
-        out: dict[str, dict] = {}
-        for (task, _), units in per.items():
+        out: dict[str, dict[str, dict]] = {}
+        for (task, dtype), units in per.items():
             rate = float(np.median([sec / n for sec, n in units]))
             counted = [
                 (rate * n, True) if sec > PAUSE_FACTOR * rate * n and sec - rate * n > PAUSE_EXCESS_S else (sec, False)
                 for sec, n in units
             ]
-            acc = out.setdefault(task, {"units": 0, "seconds": 0.0, "paused_units": 0})
-            acc["units"] += len(units)
-            acc["seconds"] += sum(sec for sec, _ in counted)
-            acc["paused_units"] += sum(p for _, p in counted)
+            out.setdefault(task, {})[dtype] = {
+                "units": len(units),
+                "seconds": sum(sec for sec, _ in counted),
+                "paused_units": sum(p for _, p in counted),
+            }
         return out
 
     # ---------------------------------------------------------------------------------------- writing

@@ -1,0 +1,41 @@
+"""FINDINGS.md's Compute table: per model, task and dtype, with the units an earlier protocol left in the archive
+marked and kept out of the protocol's total."""
+
+from __future__ import annotations
+
+from frankenlm.report.findings import _compute_lines
+
+
+def _c(units, seconds, paused=0):
+    return {"units": units, "seconds": seconds, "paused_units": paused}
+
+
+def test_units_the_protocol_does_not_use_are_marked_and_left_out_of_its_total():
+    study = {
+        "dtype": "bfloat16",
+        "tasks": [{"name": "lambada", "dtype": "bfloat16"}, {"name": "arc", "dtype": "float32"}],
+        "compute": {
+            "m": {
+                "lambada": {"bfloat16": _c(10, 3600.0), "float32": _c(2, 360.0)},  # its units and fp32 re-checks
+                "arc": {"float32": _c(5, 7200.0, paused=1), "bfloat16": _c(4, 1800.0)},  # bf16: an older protocol's
+                "topics": {"bfloat16": _c(3, 720.0)},  # a task this protocol does not name
+            }
+        },
+    }
+    text = "\n".join(_compute_lines([study]))
+    assert "| m | lambada | bfloat16 | 10 | 1.00 |" in text
+    assert "| m | lambada | float32 | 2 | 0.10 |" in text
+    assert "| m | arc | float32 | 5 | 2.00 |" in text
+    assert "| m | arc (*unused*) | bfloat16 | 4 | 0.50 |" in text
+    assert "| m | topics (*unused*) | bfloat16 | 3 | 0.20 |" in text
+    assert "| m | **this protocol** | | 17 | **3.10** |" in text  # 1.00 + 0.10 + 2.00
+    assert "| m | all stored units | | 24 | 3.80 |" in text
+    assert "1 such units" in text
+
+
+def test_a_model_with_only_used_units_has_one_total():
+    study = {"dtype": "float32", "tasks": [{"name": "arc"}], "compute": {"m": {"arc": {"float32": _c(1, 36.0)}}}}
+    lines = _compute_lines([study])
+    assert "| m | **this protocol** | | 1 | **0.01** |" in lines
+    assert not any("all stored units" in line for line in lines)
+    assert _compute_lines([{"compute": {}}]) == []
