@@ -332,13 +332,14 @@ def _compute_lines(studies: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def _coverage_lines(run_dirs: list[Path], groups: list[Group]) -> list[str]:
+def _coverage_lines(run_dirs: list[Path], groups: list[Group], studies: list[dict]) -> list[str]:
     """Model × task: done (held-out re-measured), search only (in progress) or not started, per the studies'
-    specs; a document from an unfinished run says so before anything else."""
+    specs; a document from an unfinished run says so before anything else. A task counts as begun where units
+    in its own dtype are stored (an earlier protocol's units in another precision do not begin it)."""
     import json
 
     out = []
-    for d in run_dirs:
+    for d, study in zip(run_dirs, studies, strict=True):
         sp = Path(d) / "spec.json"
         if not sp.is_file():
             continue
@@ -346,13 +347,18 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group]) -> list[str]:
         mp = Path(d) / "manifest.json"
         begun = json.loads(mp.read_text(encoding="utf-8")).get("models", {}) if mp.is_file() else {}
         tasks = [t["name"] for t in spec.get("tasks", [])]
+        dtypes = {t["name"]: t.get("dtype") or spec.get("dtype", "bfloat16") for t in spec.get("tasks", [])}
         out += ["| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
         for m in spec.get("models", []):
             cells = []
             for t in tasks:
                 g = next((g for g in groups if g.model == m and t == g.task), None)
                 if g is None:
-                    started = t in (begun.get(m) or {}).get("tasks", {})
+                    stored = (study.get("compute") or {}).get(m, {}).get(t)
+                    if stored is None:
+                        started = t in (begun.get(m) or {}).get("tasks", {})
+                    else:
+                        started = dtypes[t] in stored
                     cells.append("in progress (the base's search slices not all run)" if started else "not started")
                 elif _done(g):
                     cells.append("done")
@@ -654,7 +660,7 @@ def findings_markdown(
         "",
         f"Models covered: {', '.join(models) or 'none yet'}.",
         "",
-        *_coverage_lines(run_dirs, groups),
+        *_coverage_lines(run_dirs, groups, studies),
         *_answers_lines(groups, studies, params),
         "## Does any configuration help?",
         "",

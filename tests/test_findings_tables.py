@@ -1,9 +1,11 @@
-"""FINDINGS.md's Compute table: per model, task and dtype, with the units an earlier protocol left in the archive
-marked and kept out of the protocol's total."""
+"""FINDINGS.md's tables of what was run: the coverage table at its top and the Compute table (per model, task
+and dtype, with the units an earlier protocol left in the archive marked and kept out of the protocol's total)."""
 
 from __future__ import annotations
 
-from frankenlm.report.findings import _compute_lines
+import json
+
+from frankenlm.report.findings import _compute_lines, _coverage_lines
 
 
 def _c(units, seconds, paused=0):
@@ -39,3 +41,23 @@ def test_a_model_with_only_used_units_has_one_total():
     assert "| m | **this protocol** | | 1 | **0.01** |" in lines
     assert not any("all stored units" in line for line in lines)
     assert _compute_lines([{"compute": {}}]) == []
+
+
+def test_a_task_is_begun_by_units_in_its_own_dtype_not_by_an_earlier_protocols(tmp_path):
+    spec = {
+        "models": ["m"],
+        "dtype": "bfloat16",
+        "tasks": [{"name": "lambada"}, {"name": "arc", "dtype": "float32"}, {"name": "piqa", "dtype": "float32"}],
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    begun = {"models": {"m": {"tasks": {"arc": {}, "piqa": {}}}}}  # both in the (carried-over) manifest
+    (tmp_path / "manifest.json").write_text(json.dumps(begun))
+    study = {"compute": {"m": {"arc": {"float32": _c(3, 30.0)}, "piqa": {"bfloat16": _c(9, 90.0)}}}}
+    lines = _coverage_lines([tmp_path], [], [study])
+    assert lines[0] == "| model | lambada | arc | piqa |"
+    assert lines[2] == "| m | not started | in progress (the base's search slices not all run) | not started |"
+    # a study.json written before the compute summary: the manifest decides
+    lines = _coverage_lines([tmp_path], [], [{}])
+    assert lines[2].endswith(
+        "| in progress (the base's search slices not all run) | in progress (the base's search slices not all run) |"
+    )
