@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from frankenlm.report.findings import _answers_lines
+from frankenlm.report.findings import _answers_lines, _verdict
 from frankenlm.study.results import Group, ResultRow
 
 DEPTH = 10
@@ -124,3 +124,13 @@ def test_the_size_answer_orders_models_by_parameters():
         "lambada_passages (milli-bits_per_byte), smallest first: m2 100% worse, median single layer -200.00, best "
         "-200.00; m 33% worse, median single layer -55.00, best +3.00."
     ) in text
+
+
+def test_a_better_row_outside_the_held_out_check_is_pending_only_until_the_check_ran():
+    bpb, acc = _groups()
+    damped = next(r for r in bpb.rows if r.design == "damped")  # better on search, not re-measured
+    assert _verdict(damped, bpb) == "better on search, not among those re-measured"  # 0.attn was re-measured
+    before = Group("m", bpb.task, bpb.metric, False, DEPTH, bpb.base, [damped])  # no held-out check yet
+    assert _verdict(damped, before) == "better on search, not yet re-measured"
+    confirmed = next(r for r in bpb.rows if r.confirmed)
+    assert _verdict(confirmed, bpb) == "**better, confirmed on held-out**"

@@ -82,15 +82,14 @@ def _singles(g: Group) -> list[tuple[int, ResultRow]]:
     return [(k, r) for (k, rep), r in g.layer_reps.items() if rep == 1 and fin(r.gain)]
 
 
-def _verdict(r: ResultRow) -> str:
+def _verdict(r: ResultRow, g: Group) -> str:
+    """`r`'s verdict in its group `g` (whose held-out check may not have run yet)."""
     if r.confirmed:
         return "**better, confirmed on held-out**"
     if r.better:
-        return (
-            "better on search, not confirmed on held-out items"
-            if r.remeasured
-            else "better on search, not yet re-measured"
-        )
+        if r.remeasured:
+            return "better on search, not confirmed on held-out items"
+        return "better on search, not among those re-measured" if _done(g) else "better on search, not yet re-measured"
     if r.worse:
         return "worse"
     return "no significant difference" + (" (stopped early)" if r.stopped_early else "")
@@ -138,7 +137,7 @@ def _layers_table(g: Group) -> list[str]:
         cells = [_pm(x, scale) if x else "—" for x in (whole, attn, mlp)]
         out.append(
             f"| {k} ({k / depth:.2f}) | {cells[0]} | {cells[1]} | {cells[2]} | "
-            f"{_held(whole, scale) if whole else '—'} | {_verdict(whole) if whole else '—'} |"
+            f"{_held(whole, scale) if whole else '—'} | {_verdict(whole, g) if whole else '—'} |"
         )
     return out
 
@@ -211,7 +210,7 @@ def _transfer_lines(groups: list[Group]) -> list[str]:
             out.append(
                 f"- {model}: {p.task}'s #{picks.index(rp) + 1} `{rp.config}` ({_pm(rp, ps)} {pu}, held-out "
                 f"{_held(rp, ps)}) on {a.task}: {_pm(ra, scale)} {unit} over {ra.n_items or 0:,} items (Holm p "
-                f"{_p(ra.p_holm)}; {_verdict(ra)}), held-out {_held(ra, scale)}"
+                f"{_p(ra.p_holm)}; {_verdict(ra, a)}), held-out {_held(ra, scale)}"
             )
     return out
 
@@ -439,7 +438,7 @@ def _answer_layers(groups: list[Group]) -> list[str]:
             k, r = max(rows, key=lambda x: x[1].gain)
             out.append(
                 f"  - {g.model} · {g.task}: the least harmful single layer is {k} (depth {k / (g.n_layers() or 1):.2f}): "
-                f"{_pm(r, scale)} {unit} ({_verdict(r)})."
+                f"{_pm(r, scale)} {unit} ({_verdict(r, g)})."
             )
     early_sets = [
         (
@@ -514,7 +513,7 @@ def _answer_proxy(groups: list[Group]) -> list[str]:
         out.append(
             f"  - {m}, {p.task} vs {a.task}, over the {len(common)} configurations both measured in full: "
             f"{p.task} ranks `{pick}` first, which scores {_pm(af[pick], scale)} {unit} on {a.task} "
-            f"({_verdict(af[pick])}); {a.task}'s own first is `{top}` {_pm(af[top], scale)}; Spearman rho "
+            f"({_verdict(af[pick], a)}); {a.task}'s own first is `{top}` {_pm(af[top], scale)}; Spearman rho "
             f"{rho:+.2f} (p {_p(pv)})."
         )
     for m, p, a, picks, got in _selected(groups):
@@ -525,7 +524,7 @@ def _answer_proxy(groups: list[Group]) -> list[str]:
         counts = _verdict_counts([r for _, r in got])
         out.append(
             f"  - {m}: the configuration {p.task} selects first{'' if rp is picks[0] else ' (of those measured)'}, "
-            f"`{rp.config}`, scores {_pm(ra, scale)} {unit} on {a.task} ({_verdict(ra)}); of its {len(picks)} "
+            f"`{rp.config}`, scores {_pm(ra, scale)} {unit} on {a.task} ({_verdict(ra, a)}); of its {len(picks)} "
             f"selected, {len(got)} measured on {a.task}: {counts}."
         )
     return out or ["  - needs a bits-per-byte task and a benchmark measured on one model."]
@@ -693,7 +692,7 @@ def findings_markdown(
         early = [r for r in g.rows if not r.is_base and r.sub_key and r.sub_key[0] / depth < EARLY]
         if early:
             scale, unit = _unit(g)
-            parts = [f"{r.sub_key[0]}.{r.sub_key[1]} {_pm(r, scale)} ({_verdict(r)})" for r in early]
+            parts = [f"{r.sub_key[0]}.{r.sub_key[1]} {_pm(r, scale)} ({_verdict(r, g)})" for r in early]
             lines += [f"First layers (depth < {EARLY}), one extra copy: " + "; ".join(parts) + f" ({unit}).", ""]
     lines += [*figs.get("layers", []), "", "## How many repeats", ""]
     for g in groups:
