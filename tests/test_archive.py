@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -73,6 +75,9 @@ def test_a_study_continues_from_a_committed_archive_without_recomputing(tiny_dir
     assert res.exit_code == 0, res.output
     again = runner.invoke(app, ["store", "export", str(first), "--out", str(tmp_path / "results.parquet")])
     assert again.exit_code == 2 and "already exists" in again.output
+    if Path("/proc").is_dir():  # a folder that refuses files whatever its permission bits say (root passes them)
+        bad = runner.invoke(app, ["store", "export", str(first), "--out", "/proc/results.parquet"])
+        assert bad.exit_code == 2 and "is not writable" in bad.output and "Traceback" not in bad.output
 
     def no_model_work(*args, **kwargs):
         raise AssertionError("a unit held by the archive was computed again")
@@ -156,6 +161,16 @@ def test_findings_are_generated_from_the_results_alone(tiny_dir, tmp_path):  # n
     assert "Units were computed: lambada_passages in float32 (on CPUs of any kind)." in text
     bad = CliRunner().invoke(app, ["findings", str(tmp_path), "--out", str(out)])
     assert bad.exit_code == 2 and "has no results.csv" in bad.output
+    # where the figures cannot go (a file in the way of their folder), refused before any work, the old text kept
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "findings").write_text("not a folder")
+    bad = CliRunner().invoke(app, ["findings", str(run), "--out", str(blocked / "FINDINGS.md")])
+    assert bad.exit_code == 2 and "figures folder" in bad.output and "is a file, not a folder" in bad.output
+    assert "Traceback" not in bad.output and not (blocked / "FINDINGS.md").exists()
+    if Path("/proc").is_dir():  # refuses files whatever the permission bits say (root passes os.access)
+        bad = CliRunner().invoke(app, ["findings", str(run), "--out", "/proc/FINDINGS.md"])
+        assert bad.exit_code == 2 and "is not writable" in bad.output, bad.output
 
 
 def test_a_study_refuses_a_foreign_archive_before_writing(tiny_dir, tmp_path):  # noqa: F811

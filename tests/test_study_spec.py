@@ -144,3 +144,13 @@ def test_a_half_written_manifest_is_one_line(tmp_path):
     (run / "spec.json").write_text(preset("full-scan").to_json())
     (run / "manifest.json").write_text('{"models": {')  # what a kill mid-write used to leave
     refused(run, "--preset", "full-scan", "--resume", fragment="manifest.json cannot be read")
+
+
+def test_an_out_that_cannot_hold_a_run_is_refused_before_any_model_loads(tmp_path):
+    a_file = tmp_path / "results.parquet"
+    a_file.write_text("x")
+    refused(a_file, "--preset", "quick", fragment="is a file: give a run directory")
+    refused(a_file / "run", "--preset", "quick", fragment="is a file, not a directory")
+    assert a_file.read_text() == "x"
+    if Path("/proc").is_dir():  # refuses files whatever its permission bits say (root passes them)
+        refused(Path("/proc/run"), "--preset", "quick", fragment="directory '/proc' is not writable")

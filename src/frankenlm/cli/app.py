@@ -475,6 +475,12 @@ def study(
         spec.scoring = check_scoring(scoring)
     if (out / "spec.json").exists() and not resume:
         raise FrankenError(f"{out} already holds a study: pass --resume to continue it, or choose another --out")
+    if not dry_run:
+        from frankenlm.export.files import writable_parent
+
+        if out.exists() and not out.is_dir():
+            raise FrankenError(f"--out {str(out)!r} is a file: give a run directory")
+        writable_parent(out / "spec.json", "--out")  # before any model loads; creates nothing
     configure_cpu(check_threads(threads))
     check_threads(worker_threads, "--worker-threads")
     if executor not in ("local", "ray"):
@@ -547,7 +553,7 @@ def findings(
     import tempfile
 
     from frankenlm.cli.showcase import SHOWCASE, read_showcase, write_showcase
-    from frankenlm.report.findings import write_findings
+    from frankenlm.report.findings import FIGURES, write_findings
     from frankenlm.study.runner import is_committed_results, rebuild_run
 
     for d in run_dirs:
@@ -557,6 +563,7 @@ def findings(
                 "directories (frankenlm report DIR) or what `frankenlm store export RUN --with-manifest` wrote"
             )
     writable_file(out, "--out")
+    writable_file(out.parent / FIGURES / "figure.png", "--out's figures folder")
     if showcase:
         writable_file(run_dirs[0] / SHOWCASE, "the showcase (in the first folder)")
     with tempfile.TemporaryDirectory(prefix="frankenlm-findings-") as tmp:

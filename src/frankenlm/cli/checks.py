@@ -70,6 +70,8 @@ def writable_file(path: Path | None, option: str) -> Path | None:
 
     Checked before the work, so a long evaluation is not lost at the end. Creates missing parent folders.
     """
+    from frankenlm.export.files import can_create_in  # here: the export package loads torch
+
     if path is None:
         return None
     if str(path) == "":
@@ -77,13 +79,16 @@ def writable_file(path: Path | None, option: str) -> Path | None:
     if path.is_dir():
         raise FrankenError(f"{option} {str(path)!r} is a directory: give a file path, e.g. {str(path / 'out.json')!r}")
     parent = path.parent if str(path.parent) else Path(".")
+    blocking = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise FrankenError(f"{option} {str(path)!r}: {str(blocking)!r} is a file, not a folder: choose another path")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise FrankenError(f"{option} {str(path)!r}: cannot create its folder {str(parent)!r} ({e.strerror})") from None
     if not parent.is_dir():
         raise FrankenError(f"{option} {str(path)!r}: {str(parent)!r} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not can_create_in(parent) or (path.exists() and not os.access(path, os.W_OK)):
         raise FrankenError(f"{option} {str(path)!r} is not writable: choose a path in a folder you can write to")
     return path
 

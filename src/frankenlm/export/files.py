@@ -28,8 +28,8 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
-def _writable_parent(out: Path, what: str) -> None:
-    """The nearest existing ancestor of `out` must be a writable directory."""
+def writable_parent(out: Path, what: str) -> None:
+    """The nearest existing ancestor of `out` must be a writable directory (checked without creating anything)."""
     p = out.parent
     while not p.exists():
         if p.parent == p:
@@ -37,8 +37,18 @@ def _writable_parent(out: Path, what: str) -> None:
         p = p.parent
     if not p.is_dir():
         raise FrankenError(f"{what} {str(out)!r}: {str(p)!r} is a file, not a directory: choose another path")
-    if not os.access(p, os.W_OK | os.X_OK):
+    if not can_create_in(p):
         raise FrankenError(f"{what} {str(out)!r}: directory {str(p)!r} is not writable: choose another path")
+
+
+def can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in `folder`, tried for real (permission bits do not bind root, and some file
+    systems refuse writes whatever the bits say)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def check_file_target(out: str | os.PathLike, force: bool, what: str, example: str) -> Path:
@@ -50,7 +60,7 @@ def check_file_target(out: str | os.PathLike, force: bool, what: str, example: s
         raise FrankenError(f"{what} {str(out)!r} already exists: pass --force (force=True) to replace it")
     if out.exists() and not out.is_file():
         raise FrankenError(f"{what} {str(out)!r} exists and is not a regular file: choose another path")
-    _writable_parent(out, what)
+    writable_parent(out, what)
     return out
 
 
@@ -89,7 +99,7 @@ def check_dir_target(out: str | os.PathLike, force: bool, what: str = "export di
             )
         if not os.access(out, os.W_OK | os.X_OK):
             raise FrankenError(f"{what} {str(out)!r} is not writable: choose another path")
-    _writable_parent(out, what)
+    writable_parent(out, what)
     return out
 
 
