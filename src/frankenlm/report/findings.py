@@ -353,11 +353,10 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group], studies: list[dic
             for t in tasks:
                 g = next((g for g in groups if g.model == m and t == g.task), None)
                 if g is None:
-                    stored = (study.get("compute") or {}).get(m, {}).get(t)
-                    if stored is None:
+                    if "compute" in study:  # units of the task in its own dtype
+                        started = dtypes[t] in ((study["compute"] or {}).get(m) or {}).get(t, {})
+                    else:  # a study.json written before the compute summary: the manifest decides
                         started = t in (begun.get(m) or {}).get("tasks", {})
-                    else:
-                        started = dtypes[t] in stored
                     cells.append("in progress (the base's search slices not all run)" if started else "not started")
                 elif _done(g):
                     cells.append("done")
