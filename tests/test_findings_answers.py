@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from frankenlm.report.findings import _answers_lines, _verdict
+from frankenlm.report.findings import _answers_lines, _flop_lines, _verdict
 from frankenlm.study.results import Group, ResultRow
 
 DEPTH = 10
@@ -134,3 +134,20 @@ def test_a_better_row_outside_the_held_out_check_is_pending_only_until_the_check
     assert _verdict(damped, before) == "better on search, not yet re-measured"
     confirmed = next(r for r in bpb.rows if r.confirmed)
     assert _verdict(confirmed, bpb) == "**better, confirmed on held-out**"
+
+
+def test_the_flop_front_gives_each_point_its_ci_and_verdict():
+    bpb, _ = _groups()
+    ratio = {"0,0.attn,1..9": 1.01, "0..4,4@0.5,5..9": 1.10, "0..4,4,5..9": 1.05, "0,0,1..9": 1.1}
+    rows = [replace(r, flops_ratio=ratio.get(r.config, 1.2)) for r in bpb.rows]
+    g = Group("m", bpb.task, bpb.metric, False, DEPTH, bpb.base, rows)
+    text = "\n".join(_flop_lines([g]))
+    # 0.attn (+2 at 1%) then the damped repeat (+3 at 10%); the worse or weaker rows are dominated
+    assert (
+        "m · lambada_passages Pareto front (milli-bits_per_byte): `0,0.attn,1..9` +2.00 [+1.00, +3.00] "
+        "(**better, confirmed on held-out**) at +1.0% FLOPs; `0..4,4@0.5,5..9` +3.00 [+1.00, +5.00] "
+        "(better on search, not among those re-measured) at +10.0% FLOPs"
+    ) in text
+    assert "only a confirmed one is a gain" in text
+    worse = [replace(r, flops_ratio=1.1) for r in rows if r.gain < 0]
+    assert "no configuration beats the base" in "\n".join(_flop_lines([replace(g, rows=worse)]))

@@ -723,18 +723,32 @@ def findings_markdown(
         "",
         "## Gain per extra FLOP",
         "",
+        *_flop_lines(groups),
+    ]
+    lines += ["", "## Compute", "", *(_compute_lines(studies) or ["(no unit records)"])]
+    lines += ["", "## Limits", "", *_limits_lines(models), "", *_arithmetic_lines(run_dirs), ""]
+    return "\n".join(lines)
+
+
+def _flop_lines(groups: list[Group]) -> list[str]:
+    """Per model × task, the Pareto front of gain against extra FLOPs, each point with its CI and verdict."""
+    lines = [
+        "The configurations that no cheaper one beats on search (full-budget, extra FLOPs per token over the "
+        "base's), with their 95% CIs and verdicts: a front point is chosen for its own estimate, so only a "
+        "confirmed one is a gain.",
+        "",
     ]
     for g in groups:
         front = g.pareto()
         scale, unit = _unit(g)
         if front:
-            pts = "; ".join(f"`{r.config}` {scale * r.gain:+.2f} at +{g.cost(r):.1f}% FLOPs" for r in front)
+            pts = "; ".join(
+                f"`{r.config}` {_pm(r, scale)} ({_verdict(r, g)}) at +{g.cost(r):.1f}% FLOPs" for r in front
+            )
             lines.append(f"- {g.model} · {g.task} Pareto front ({unit}): {pts}")
         else:
             lines.append(f"- {g.model} · {g.task}: no configuration beats the base at any extra cost")
-    lines += ["", "## Compute", "", *(_compute_lines(studies) or ["(no unit records)"])]
-    lines += ["", "## Limits", "", *_limits_lines(models), "", *_arithmetic_lines(run_dirs), ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _limits_lines(models: list[str]) -> list[str]:
