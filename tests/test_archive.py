@@ -166,7 +166,7 @@ def test_findings_are_generated_from_the_results_alone(tiny_dir, tmp_path):  # n
     blocked.mkdir()
     (blocked / "findings").write_text("not a folder")
     bad = CliRunner().invoke(app, ["findings", str(run), "--out", str(blocked / "FINDINGS.md")])
-    assert bad.exit_code == 2 and "figures folder" in bad.output and "is a file, not a folder" in bad.output
+    assert bad.exit_code == 2 and "figures folder" in bad.output and "is a file, not a directory" in bad.output
     assert "Traceback" not in bad.output and not (blocked / "FINDINGS.md").exists()
     if Path("/proc").is_dir():  # refuses files whatever the permission bits say (root passes os.access)
         bad = CliRunner().invoke(app, ["findings", str(run), "--out", "/proc/FINDINGS.md"])

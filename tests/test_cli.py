@@ -186,7 +186,7 @@ def test_unwritable_json_path_is_refused_before_any_work(tmp_path):
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     assert_user_error(
-        run("eval", "--tasks", "copa", "--json", str(a_file / "out.json")), "--json", "is a file, not a folder"
+        run("eval", "--tasks", "copa", "--json", str(a_file / "out.json")), "--json", "is a file, not a directory"
     )
     assert_user_error(run("eval", "--tasks", "copa", "--json", str(tmp_path)), "is a directory", "out.json")
 

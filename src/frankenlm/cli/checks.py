@@ -70,7 +70,7 @@ def writable_file(path: Path | None, option: str) -> Path | None:
 
     Checked before the work, so a long evaluation is not lost at the end. Creates missing parent folders.
     """
-    from frankenlm.export.files import can_create_in  # here: the export package loads torch
+    from frankenlm.export.files import can_create_in, writable_parent  # here: the export package loads torch
 
     if path is None:
         return None
@@ -79,9 +79,7 @@ def writable_file(path: Path | None, option: str) -> Path | None:
     if path.is_dir():
         raise FrankenError(f"{option} {str(path)!r} is a directory: give a file path, e.g. {str(path / 'out.json')!r}")
     parent = path.parent if str(path.parent) else Path(".")
-    blocking = next((p for p in (parent, *parent.parents) if p.exists()), None)
-    if blocking is not None and not blocking.is_dir():
-        raise FrankenError(f"{option} {str(path)!r}: {str(blocking)!r} is a file, not a folder: choose another path")
+    writable_parent(path, option)  # a file in the way of its folder, or an unwritable ancestor: before any mkdir
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
