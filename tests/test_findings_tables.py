@@ -59,3 +59,10 @@ def test_a_task_is_begun_by_units_in_its_own_dtype_not_by_an_earlier_protocols(t
     # a study.json written before the compute summary: the manifest decides
     lines = _coverage_lines([tmp_path], [], [{}])
     assert lines[2] == "| m |" + " in progress (the base's search slices not all run) |" * 3
+
+
+def test_a_spec_without_a_dtype_scores_its_tasks_in_the_study_specs_default(tmp_path):
+    (tmp_path / "spec.json").write_text(json.dumps({"models": ["m"], "tasks": [{"name": "lambada"}, {"name": "arc"}]}))
+    study = {"compute": {"m": {"lambada": {"bfloat16": _c(2, 20.0)}, "arc": {"float32": _c(3, 30.0)}}}}
+    lines = _coverage_lines([tmp_path], [], [study])  # StudySpec's default dtype is bfloat16: arc is not begun
+    assert lines[2] == "| m | in progress (the base's search slices not all run) | not started |"

@@ -26,6 +26,7 @@ import statistics
 from pathlib import Path
 
 from frankenlm.study.results import Group, ResultRow, fin, read_results
+from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import PAUSE_EXCESS_S, PAUSE_FACTOR
 
 EARLY = 0.15  # "the first layers": normalised depth below this
@@ -346,7 +347,8 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group], studies: list[dic
         mp = Path(d) / "manifest.json"
         begun = json.loads(mp.read_text(encoding="utf-8")).get("models", {}) if mp.is_file() else {}
         tasks = [t["name"] for t in spec.get("tasks", [])]
-        dtypes = {t["name"]: t.get("dtype") or spec.get("dtype", "bfloat16") for t in spec.get("tasks", [])}
+        default = spec.get("dtype") or StudySpec.dtype  # a task's dtype, else the spec's, else StudySpec's default
+        dtypes = {t["name"]: t.get("dtype") or default for t in spec.get("tasks", [])}
         out += ["| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
         for m in spec.get("models", []):
             cells = []
