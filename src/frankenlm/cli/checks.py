@@ -84,8 +84,6 @@ def writable_file(path: Path | None, option: str) -> Path | None:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise FrankenError(f"{option} {str(path)!r}: cannot create its folder {str(parent)!r} ({e.strerror})") from None
-    if not parent.is_dir():
-        raise FrankenError(f"{option} {str(path)!r}: {str(parent)!r} is not a folder")
     if not can_create_in(parent) or (path.exists() and not os.access(path, os.W_OK)):
         raise FrankenError(f"{option} {str(path)!r} is not writable: choose a path in a folder you can write to")
     return path
