@@ -85,6 +85,8 @@ def test_each_answer_counts_what_the_rows_hold():
     # layers: whole single layers (0 and 4 on both tasks), verdicts counted
     assert "a whole layer repeated once: 4 measured, 2 worse, 0 better, 2 without a significant difference" in text
     assert "m · lambada_passages: the least harmful single layer is 4 (depth 0.40)" in text
+    # a single layer with a positive estimate is the best one, not the least harmful
+    assert "m · arc_easy: the best single layer is 4 (depth 0.40): +2.00 [-1.00, +5.00]" in text
     assert "attention only, repeated once: 2 measured, 0 worse, 1 better, 1 without" in text
     assert "1 confirmed on held-out items (`0,0.attn,1..9` (m · lambada_passages))" in text
     # repeat curves: layers 0 and 4 on bits per byte, layer 4 on ARC (layer 0 has one point there); both

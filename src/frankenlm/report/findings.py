@@ -437,8 +437,9 @@ def _answer_layers(groups: list[Group]) -> list[str]:
         if rows:
             scale, unit = _unit(g)
             k, r = max(rows, key=lambda x: x[1].gain)
+            which = "best" if r.gain > 0 else "least harmful"
             out.append(
-                f"  - {g.model} · {g.task}: the least harmful single layer is {k} (depth {k / (g.n_layers() or 1):.2f}): "
+                f"  - {g.model} · {g.task}: the {which} single layer is {k} (depth {k / (g.n_layers() or 1):.2f}): "
                 f"{_pm(r, scale)} {unit} ({_verdict(r, g)})."
             )
     early_sets = [
