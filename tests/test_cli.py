@@ -265,13 +265,16 @@ def test_eval_limit_mode_first_takes_the_first_items(tiny_dirs, tmp_path):
         "64",
         "--json",
         str(out),
-        "--no-progress",
     )
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     stored = [d.item_id for d in get_task("copa").load_all_docs()]
     assert [it["item_id"] for it in data["base"]["items"]] == stored[:3]
     assert "copa (3 items)" in r.stdout
+    # progress goes to stderr, and to a pipe as plain lines: the task's start and its end (3 items x 2 choices)
+    bars = [line for line in r.stderr.splitlines() if "requests" in line]
+    assert bars[0].endswith(": 0/6 requests") and ": 6/6 requests in " in bars[-1], r.stderr
+    assert "requests" not in r.stdout
     r = run("eval", "--help")
     assert "--limit-mode" in r.stdout and "first" in r.stdout and "random" in r.stdout
 

@@ -520,6 +520,12 @@ def test_study_and_report_commands_write_the_report(tiny_dir, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "held-out check of the top 1" in r.output and (out / "report.html").exists()
+    # not a terminal: each phase is plain lines (its start and its end), not a rich bar drawn only when done
+    held = [
+        line for line in r.output.splitlines() if line.startswith(f"{tiny_dir.name} · lambada_passages · held-out: ")
+    ]
+    assert held[0].endswith(": 0/2 units") and held[-1].split(": ")[1].startswith("2/2 units in "), r.output
+    assert "━" not in r.output
     csv_before = (out / "results.csv").read_text()
     (out / "report.html").unlink()
     r = CliRunner().invoke(app, ["report", str(out)], catch_exceptions=False)

@@ -443,6 +443,7 @@ def study(
     ),
 ) -> None:
     """Run a study: sweep layer plans, rank on search items, confirm on held-out items, write the report."""
+    from frankenlm.cli.progress import phase_bars
     from frankenlm.eval.batching import parse_batch_size
     from frankenlm.model.loading import configure_cpu, parse_device, parse_dtype
     from frankenlm.report import write_report
@@ -507,7 +508,7 @@ def study(
         out,
         device=device,
         store_path=store,
-        progress=_progress_factory(),
+        progress=phase_bars(),
         notify=lambda m: console.print(m, highlight=False),
         command=" ".join(sys.argv),
         executor=executor,
@@ -634,46 +635,6 @@ def lm_eval_cmd(ctx: typer.Context) -> None:
     except FrankenError:
         raise
     lmeval_main(list(ctx.args))
-
-
-def _progress_factory():
-    """Rich progress bars with ETA, one per study phase (sweep, greedy search step, held-out, fp32 re-check)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-    def factory(description: str, total: int):
-        if not progress.live.is_started:
-            progress.start()
-        tid = progress.add_task(description, total=total)
-
-        def advance(_desc, n):
-            if n < 0:  # the phase is over: leave its finished bar on screen, draw the next one afresh
-                progress.update(tid, completed=total)
-                progress.stop()
-                progress.remove_task(tid)
-            else:
-                progress.advance(tid, n)
-
-        return advance
-
-    return factory
 
 
 def main() -> None:  # pragma: no cover - console entry point
