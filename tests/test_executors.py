@@ -11,7 +11,7 @@ import pytest
 from frankenlm.study import executors
 from frankenlm.study.runner import run_study
 from frankenlm.study.store import Store
-from test_study import tiny_dir, tiny_spec  # noqa: F401  (fixture re-export)
+from test_study import recording_bars, tiny_dir, tiny_spec  # noqa: F401  (fixture re-export)
 
 ray = pytest.importorskip("ray")
 
@@ -56,8 +56,13 @@ def a_worker_dies(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_ray_with_a_killed_worker_equals_in_process(tiny_dir, tmp_path, ray_cluster, a_worker_dies):  # noqa: F811
     spec = tiny_spec(str(tiny_dir))
-    run_study(spec, tmp_path / "local")
-    run_study(spec, tmp_path / "ray", executor="ray", ray_options={"workers": 2, "threads": 1, "chunk": 2})
+    local_bars, local_progress = recording_bars()
+    run_study(spec, tmp_path / "local", progress=local_progress)
+    ray_bars, ray_progress = recording_bars()
+    options = {"workers": 2, "threads": 1, "chunk": 2}
+    run_study(spec, tmp_path / "ray", executor="ray", ray_options=options, progress=ray_progress)
+    # each phase's bar counts the same units either way: the dead worker's lost chunk is not counted twice
+    assert ray_bars == local_bars
     assert os.path.exists(a_worker_dies)
     assert json.loads((tmp_path / "ray" / "manifest.json").read_text())["worker_restarts"] >= 1
     a, b = _rows(tmp_path / "local" / "results.sqlite"), _rows(tmp_path / "ray" / "results.sqlite")
@@ -69,6 +74,10 @@ def test_ray_with_a_killed_worker_equals_in_process(tiny_dir, tmp_path, ray_clus
     assert (tmp_path / "local" / "results.csv").read_text().count("\n") == (
         tmp_path / "ray" / "results.csv"
     ).read_text().count("\n")
+    resumed_bars, resumed_progress = recording_bars()  # resumed: the same bars, every unit found stored
+    run_study(spec, tmp_path / "ray", executor="ray", ray_options=options, progress=resumed_progress)
+    assert [b[:2] for b in resumed_bars] == [b[:2] for b in ray_bars]
+    assert all(b[4] == b[2] >= first[2] > 0 for b, first in zip(resumed_bars, ray_bars, strict=True))
 
 
 @pytest.mark.slow

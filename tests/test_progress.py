@@ -41,6 +41,24 @@ def test_plain_bar_writes_a_line_per_interval_with_elapsed_and_eta():
     assert len(lines(buf)) == 3
 
 
+def test_plain_bar_counts_stored_units_as_done_but_draws_the_eta_from_computed_ones():
+    """A resumed phase finds units already stored: the bar counts them, says so, and its ETA is the rate of the
+    units computed in this run applied to the units left (counting stored ones in the rate would promise the
+    rest at the speed of a database lookup)."""
+    buf, clock = io.StringIO(), FakeClock()
+    bar = PlainBar(Console(file=buf), "q · arc_easy · damped", 248, "units", interval=60, clock=clock)
+    bar.advance(68, stored=True)
+    clock.t += 600
+    bar.advance(20)  # 20 computed in 600 s: 160 left at 30 s each
+    assert lines(buf)[-1] == "q · arc_easy · damped: 88/248 units (68 already stored), 0:10:00 elapsed, ETA 1:20:00"
+    bar.advance(160)
+    assert lines(buf)[-1] == "q · arc_easy · damped: 248/248 units (68 already stored) in 0:10:00"
+    everything_stored = PlainBar(Console(file=buf), "q · arc_easy · held-out", 6, "units", clock=clock)
+    clock.t += 61
+    everything_stored.advance(3, stored=True)  # no unit computed yet: no rate to draw an ETA from
+    assert lines(buf)[-1] == "q · arc_easy · held-out: 3/6 units (3 already stored), 0:01:01 elapsed, ETA ?"
+
+
 def test_phase_bars_on_a_file_writes_plain_lines_and_closes_each_phase():
     buf = io.StringIO()
     out = Console(file=buf)
@@ -58,3 +76,13 @@ def test_phase_bars_on_a_file_writes_plain_lines_and_closes_each_phase():
     assert text[2] == "m · t · fp32 re-check: 0/2 units"
     assert text[3].startswith("m · t · fp32 re-check: 2/2 units in ")
     assert len(text) == 4 and "━" not in buf.getvalue()
+
+
+def test_phase_bars_on_a_terminal_say_how_many_units_were_already_stored():
+    buf = io.StringIO()
+    out = Console(file=buf, force_terminal=True, width=120)
+    advance = phase_bars(out)("m · t · damped", 10)
+    advance("t: 4 stored", 4, stored=True)
+    advance("t 0..3", 1)
+    advance("m · t · damped", -1)
+    assert "m · t · damped (4 already stored)" in buf.getvalue()

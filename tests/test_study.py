@@ -458,31 +458,51 @@ def test_every_phase_reports_progress(tiny_dir, tmp_path):
             DesignSpec("search", {"candidates": 2, "steps": 2}),
         ],
     )
-    bars: list[list] = []
-
-    def factory(description, total):
-        bars.append([description, total, 0, False])
-
-        def advance(desc, n):
-            if n < 0:
-                bars[-1][3] = True
-            else:
-                bars[-1][2] += n
-
-        return advance
-
+    bars, factory = recording_bars()
     messages: list[str] = []
     run_study(spec, tmp_path / "run", progress=factory, notify=messages.append)
     names = [b[0].split(" · ")[-1] for b in bars]
     assert names[0] == "search" and "greedy search step 1" in names
     assert names[-2:] == ["held-out", "fp32 re-check"]
-    for desc, total, done, closed in bars:
+    for desc, total, done, closed, _ in bars:
         assert closed and 0 <= done <= total, (desc, total, done)
     held = bars[names.index("held-out")]
     assert held[2] == held[1] == spec.heldout_top_k + 1  # base + top 1 on the held-out items
     fp32 = bars[-1]
     assert fp32[2] == fp32[1] == (spec.fp32_top_k + 1) * spec.slices
     assert any("held-out check" in m for m in messages) and any("fp32 re-check" in m for m in messages)
+
+    # resumed: every phase again, its units all found stored, each counted once (not once per racing round)
+    again, factory = recording_bars()
+    run_study(spec, tmp_path / "run", progress=factory)
+    assert [b[:2] for b in again] == [b[:2] for b in bars]
+    for (desc, _, done, closed, stored), first in zip(again, bars, strict=True):
+        assert closed and stored == done, desc
+        # the first run's base units of a later phase were stored by an earlier one: the resumed bar counts
+        # them, so it reaches at least as far
+        assert done >= first[2], desc
+    assert again[names.index("held-out")][2] == spec.heldout_top_k + 1
+
+
+def recording_bars():
+    """A progress factory recording [description, total, units done, closed, units found stored] per bar."""
+    bars: list[list] = []
+
+    def factory(description, total):
+        bars.append([description, total, 0, False, 0])
+        bar = bars[-1]
+
+        def advance(desc, n, stored=False):
+            if n < 0:
+                bar[3] = True
+            else:
+                bar[2] += n
+                bar[4] += n if stored else 0
+                assert bar[2] <= bar[1], (description, bar)
+
+        return advance
+
+    return bars, factory
 
 
 def test_runs_differing_in_context_length_do_not_share_rows(tiny_dir, tmp_path):

@@ -21,7 +21,7 @@ from frankenlm.model.loading import LoadedModel, configure_cpu, load_model
 from frankenlm.model.plan import LayerPlan, identity_plan
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import OtherArithmetic, Store, Unit, depends_on_kind, item_set_digest
-from frankenlm.study.units import Progress, SliceScorer, UnitRunner, no_progress, plan_order
+from frankenlm.study.units import Progress, SliceScorer, UnitReport, UnitRunner, plan_order
 
 
 class LocalExecutor:
@@ -37,7 +37,7 @@ class LocalExecutor:
         self.runner.run_slice(task, docs, plans, reuse=reuse)
 
     def set_progress(self, progress: Progress | None) -> None:
-        self.runner.progress = progress or no_progress
+        self.runner.report = UnitReport(progress)
 
     def close(self) -> None:
         pass
@@ -122,7 +122,8 @@ class RayExecutor:
                     ray.init(num_cpus=max(workers * threads, 1), include_dashboard=False, log_to_driver=False)
             except Exception as e:  # noqa: BLE001 - ray raises many types for a bad address
                 raise FrankenError(f"cannot start or reach the Ray cluster {address or '(local)'}: {e}") from None
-        self.spec, self.store, self.dtype, self.progress, self.chunk = spec, store, dtype, progress, chunk
+        self.spec, self.store, self.dtype, self.chunk = spec, store, dtype, chunk
+        self.report = UnitReport(progress)
         # Ray gives each GPU worker its own GPUs (CUDA_VISIBLE_DEVICES): "cuda" is the first of them, and
         # "auto" splits the model over all `gpus` of them with accelerate's device_map
         on_gpu = device.startswith("cuda") or device == "auto"
@@ -157,15 +158,15 @@ class RayExecutor:
         )
 
     def set_progress(self, progress: Progress | None) -> None:
-        self.progress = progress
+        self.report = UnitReport(progress)
 
     def run_slice(self, task: str, docs: list[Doc], plans: Sequence[LayerPlan], reuse: bool = True) -> None:
         ray = self.ray
         key = item_set_digest(task, [d.item_id for d in docs])
         unit = lambda p: Unit(self.digest, str(p), task, key, self.dtype)  # noqa: E731
-        mine = [
-            p for p in plan_order(plans, self.base) if self.store.claim(unit(p))
-        ]  # others' claims: another driver is on them
+        ordered = plan_order(plans, self.base)
+        self.report.stored(task, [unit(p) for p in ordered if self.store.has(unit(p))])
+        mine = [p for p in ordered if self.store.claim(unit(p))]  # others' claims: another driver is on them
         if not mine:
             return
         queue = [mine[i : i + self.chunk] for i in range(0, len(mine), self.chunk)]
@@ -203,8 +204,7 @@ class RayExecutor:
                         continue
                     for p, items, meta in results:
                         self.store.put(unit(p), items, meta)
-                        if self.progress is not None:
-                            self.progress(f"{task} {p}", 1)
+                        self.report.computed(unit(p), p)
                     idle.append(actor)
         except BaseException:
             for p in mine:

@@ -10,7 +10,8 @@ are built on these; `plan_order` is the one order in which a slice's plans are s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from frankenlm.eval.evaluate import run_task
 from frankenlm.eval.forward import plain_forward
@@ -27,11 +28,38 @@ from frankenlm.study.prefix_cache import PrefixCache, base_prefix_length
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import Store, Unit, item_set_digest
 
-Progress = Callable[[str, int], None]  # (what was done, units done) callback
+
+class Progress(Protocol):
+    """A phase's callback: `n` units scored (`desc` says which), or with `stored=True` `n` units found already
+    stored (a resumed run skips them: they count as done, but not towards the rate an ETA is drawn from)."""
+
+    def __call__(self, desc: str, n: int, stored: bool = False) -> None: ...
 
 
-def no_progress(desc: str, n: int) -> None:
+def no_progress(desc: str, n: int, stored: bool = False) -> None:
     pass
+
+
+class UnitReport:
+    """Tells one phase's `Progress` about each of its units once, whether computed here or found stored.
+
+    A slice is run more than once (racing's second round picks up units whose claims lapsed), so a unit
+    already reported to this callback is not reported again; a new callback (the next phase) starts afresh.
+    """
+
+    def __init__(self, progress: Progress | None = None):
+        self.progress = progress or no_progress
+        self.seen: set[Unit] = set()
+
+    def stored(self, task: str, units: Iterable[Unit]) -> None:
+        new = [u for u in units if u not in self.seen]
+        if new:
+            self.seen.update(new)
+            self.progress(f"{task}: {len(new)} stored", len(new), stored=True)
+
+    def computed(self, unit: Unit, plan: LayerPlan) -> None:
+        self.seen.add(unit)
+        self.progress(f"{unit.task} {plan}", 1)
 
 
 def score_docs(
@@ -154,7 +182,7 @@ class UnitRunner:
     def __init__(self, spec: StudySpec, lm: LoadedModel, store: Store, dtype: str, progress: Progress | None = None):
         self.spec, self.lm, self.store, self.dtype = spec, lm, store, dtype
         self.base = identity_plan(lm.depth)
-        self.progress = progress or no_progress
+        self.report = UnitReport(progress)
         self.computed = 0  # units this process computed
         self.scorers: dict[bool, SliceScorer] = {}
 
@@ -165,7 +193,10 @@ class UnitRunner:
     def run_slice(self, task: str, docs: list[Doc], plans: Sequence[LayerPlan], *, reuse: bool = True) -> None:
         """Score `plans` (and the base) on `docs`, skipping stored units, in `plan_order`."""
         scorer = self.scorers.setdefault(reuse, SliceScorer(self.spec, self.lm, reuse))
-        todo = [p for p in plan_order(plans, self.base) if not self.store.has(self.unit(p, task, docs))]
+        units = {p: self.unit(p, task, docs) for p in plan_order(plans, self.base)}
+        stored = {p: u for p, u in units.items() if self.store.has(u)}
+        self.report.stored(task, stored.values())
+        todo = [p for p in units if p not in stored]
         if not todo:
             return
         self.store.refuse_kind(self.dtype, scorer.arithmetic)  # before computing, not after (Store.put checks too)
@@ -182,7 +213,7 @@ class UnitRunner:
                 raise
             self.store.put(u, items, meta)
             self.computed += 1
-            self.progress(f"{task} {p}", 1)
+            self.report.computed(u, p)
         scorer.release()
 
     def wait_for(self, units: Iterable[Unit], poll: float = 2.0) -> None:
