@@ -163,10 +163,11 @@ class RayExecutor:
     def run_slice(self, task: str, docs: list[Doc], plans: Sequence[LayerPlan], reuse: bool = True) -> None:
         ray = self.ray
         key = item_set_digest(task, [d.item_id for d in docs])
-        unit = lambda p: Unit(self.digest, str(p), task, key, self.dtype)  # noqa: E731
-        ordered = plan_order(plans, self.base)
-        self.report.stored(task, [unit(p) for p in ordered if self.store.has(unit(p))])
-        mine = [p for p in ordered if self.store.claim(unit(p))]  # others' claims: another driver is on them
+        units = {p: Unit(self.digest, str(p), task, key, self.dtype) for p in plan_order(plans, self.base)}
+        stored = {p: u for p, u in units.items() if self.store.has(u)}
+        self.report.stored(task, stored.values())
+        # others' claims: another driver is on them
+        mine = [p for p, u in units.items() if p not in stored and self.store.claim(u)]
         if not mine:
             return
         queue = [mine[i : i + self.chunk] for i in range(0, len(mine), self.chunk)]
@@ -183,8 +184,8 @@ class RayExecutor:
             while queue or running:
                 if time.monotonic() - refreshed > self.store.lease / 4:  # keep our claims alive on long slices
                     for p in mine:
-                        if not self.store.has(unit(p)):
-                            self.store.claim(unit(p))
+                        if not self.store.has(units[p]):
+                            self.store.claim(units[p])
                     refreshed = time.monotonic()
                 while queue and idle:
                     actor, part = idle.pop(), queue.pop(0)
@@ -203,12 +204,12 @@ class RayExecutor:
                         queue.insert(0, part)  # redo the whole chunk elsewhere
                         continue
                     for p, items, meta in results:
-                        self.store.put(unit(p), items, meta)
-                        self.report.computed(unit(p), p)
+                        self.store.put(units[p], items, meta)
+                        self.report.computed(units[p], p)
                     idle.append(actor)
         except BaseException:
             for p in mine:
-                self.store.release(unit(p))
+                self.store.release(units[p])
             raise
 
     def close(self) -> None:

@@ -203,7 +203,7 @@ class UnitRunner:
         scorer.release()  # a fresh base pass: the slice's hidden states are not kept between calls
         scorer.prepare(docs, todo)
         for n, p in enumerate(todo):
-            u = self.unit(p, task, docs)
+            u = units[p]
             if not self.store.claim(u):
                 continue
             try:
