@@ -20,8 +20,8 @@ from frankenlm.model.arithmetic import arithmetic_kind
 from frankenlm.model.loading import LoadedModel, configure_cpu, load_model
 from frankenlm.model.plan import LayerPlan, identity_plan
 from frankenlm.study.spec import StudySpec
-from frankenlm.study.store import OtherArithmetic, Store, Unit, depends_on_kind, item_set_digest
-from frankenlm.study.units import Progress, SliceScorer, UnitReport, UnitRunner, plan_order
+from frankenlm.study.store import OtherArithmetic, Store, depends_on_kind
+from frankenlm.study.units import Progress, SliceScorer, UnitReport, UnitRunner, slice_units
 
 
 class LocalExecutor:
@@ -162,12 +162,9 @@ class RayExecutor:
 
     def run_slice(self, task: str, docs: list[Doc], plans: Sequence[LayerPlan], reuse: bool = True) -> None:
         ray = self.ray
-        key = item_set_digest(task, [d.item_id for d in docs])
-        units = {p: Unit(self.digest, str(p), task, key, self.dtype) for p in plan_order(plans, self.base)}
-        stored = {p: u for p, u in units.items() if self.store.has(u)}
-        self.report.stored(task, stored.values())
+        units = slice_units(self.digest, self.dtype, task, docs, plans, self.base)
         # others' claims: another driver is on them
-        mine = [p for p, u in units.items() if p not in stored and self.store.claim(u)]
+        mine = [p for p in self.report.unstored(self.store, task, units) if self.store.claim(units[p])]
         if not mine:
             return
         queue = [mine[i : i + self.chunk] for i in range(0, len(mine), self.chunk)]

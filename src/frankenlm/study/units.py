@@ -61,6 +61,21 @@ class UnitReport:
         self.seen.add(unit)
         self.progress(f"{unit.task} {plan}", 1)
 
+    def unstored(self, store: Store, task: str, units: dict[LayerPlan, Unit]) -> list[LayerPlan]:
+        """Reports a slice's stored units; returns the plans still to compute, in the order of `units`."""
+        stored = [u for u in units.values() if store.has(u)]
+        self.stored(task, stored)
+        done = set(stored)
+        return [p for p, u in units.items() if u not in done]
+
+
+def slice_units(
+    digest: str, dtype: str, task: str, docs: Sequence[Doc], plans: Sequence[LayerPlan], base: LayerPlan
+) -> dict[LayerPlan, Unit]:
+    """The unit of each plan (and the base) on `docs`, in `plan_order`; a key uses the plan's canonical text."""
+    key = item_set_digest(task, [d.item_id for d in docs])
+    return {p: Unit(digest, str(p), task, key, dtype) for p in plan_order(plans, base)}
+
 
 def score_docs(
     lm: LoadedModel,
@@ -187,16 +202,14 @@ class UnitRunner:
         self.scorers: dict[bool, SliceScorer] = {}
 
     def unit(self, plan: LayerPlan, task: str, docs: Sequence[Doc]) -> Unit:
-        """The unit of `plan` on `docs`; its key uses the plan's canonical text."""
-        return Unit(self.lm.digest, str(plan), task, item_set_digest(task, [d.item_id for d in docs]), self.dtype)
+        """The unit of `plan` on `docs`."""
+        return slice_units(self.lm.digest, self.dtype, task, docs, [plan], self.base)[plan]
 
     def run_slice(self, task: str, docs: list[Doc], plans: Sequence[LayerPlan], *, reuse: bool = True) -> None:
         """Score `plans` (and the base) on `docs`, skipping stored units, in `plan_order`."""
         scorer = self.scorers.setdefault(reuse, SliceScorer(self.spec, self.lm, reuse))
-        units = {p: self.unit(p, task, docs) for p in plan_order(plans, self.base)}
-        stored = {p: u for p, u in units.items() if self.store.has(u)}
-        self.report.stored(task, stored.values())
-        todo = [p for p in units if p not in stored]
+        units = slice_units(self.lm.digest, self.dtype, task, docs, plans, self.base)
+        todo = self.report.unstored(self.store, task, units)
         if not todo:
             return
         self.store.refuse_kind(self.dtype, scorer.arithmetic)  # before computing, not after (Store.put checks too)
