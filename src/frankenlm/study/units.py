@@ -202,8 +202,8 @@ class UnitRunner:
         self.scorers: dict[bool, SliceScorer] = {}
 
     def unit(self, plan: LayerPlan, task: str, docs: Sequence[Doc]) -> Unit:
-        """The unit of `plan` on `docs`."""
-        return slice_units(self.lm.digest, self.dtype, task, docs, [plan], self.base)[plan]
+        """The unit of `plan` on `docs` (as `slice_units` keys it)."""
+        return Unit(self.lm.digest, str(plan), task, item_set_digest(task, [d.item_id for d in docs]), self.dtype)
 
     def run_slice(self, task: str, docs: list[Doc], plans: Sequence[LayerPlan], *, reuse: bool = True) -> None:
         """Score `plans` (and the base) on `docs`, skipping stored units, in `plan_order`."""
