@@ -73,7 +73,7 @@ def slice_units(
     digest: str, dtype: str, task: str, docs: Sequence[Doc], plans: Sequence[LayerPlan], base: LayerPlan
 ) -> dict[LayerPlan, Unit]:
     """The unit of each plan (and the base) on `docs`, in `plan_order`; a key uses the plan's canonical text."""
-    key = item_set_digest(task, [d.item_id for d in docs])
+    key = slice_key(task, docs)
     return {p: Unit(digest, str(p), task, key, dtype) for p in plan_order(plans, base)}
 
 
@@ -120,8 +120,9 @@ def plan_order(plans: Iterable[LayerPlan], base: LayerPlan) -> list[LayerPlan]:
     return sorted(dict.fromkeys([base, *plans]), key=lambda p: (p != base, -prefix_length(p, base)))
 
 
-def slice_key(docs: Sequence[Doc]) -> str:
-    return item_set_digest(docs[0].task, [d.item_id for d in docs]) if docs else ""
+def slice_key(task: str, docs: Sequence[Doc]) -> str:
+    """The store's key of a slice: its task and the set of its items' ids."""
+    return item_set_digest(task, [d.item_id for d in docs])
 
 
 class SliceScorer:
@@ -144,7 +145,7 @@ class SliceScorer:
 
     def prepare(self, docs: list[Doc], plans: Sequence[LayerPlan]) -> list[dict]:
         """Base pass over `docs`, keeping the states `plans` need; a no-op when this slice is already prepared."""
-        key = slice_key(docs)
+        key = slice_key(docs[0].task, docs) if docs else ""
         if key == self.key:
             return self.base_items
         need = {prefix_length(p, self.base) for p in plans if p != self.base}
@@ -203,7 +204,7 @@ class UnitRunner:
 
     def unit(self, plan: LayerPlan, task: str, docs: Sequence[Doc]) -> Unit:
         """The unit of `plan` on `docs` (as `slice_units` keys it)."""
-        return Unit(self.lm.digest, str(plan), task, item_set_digest(task, [d.item_id for d in docs]), self.dtype)
+        return Unit(self.lm.digest, str(plan), task, slice_key(task, docs), self.dtype)
 
     def run_slice(self, task: str, docs: list[Doc], plans: Sequence[LayerPlan], *, reuse: bool = True) -> None:
         """Score `plans` (and the base) on `docs`, skipping stored units, in `plan_order`."""
