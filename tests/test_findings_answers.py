@@ -153,3 +153,20 @@ def test_the_flop_front_gives_each_point_its_ci_and_verdict():
     assert "only a confirmed one is a gain" in text
     worse = [replace(r, flops_ratio=1.1) for r in rows if r.gain < 0]
     assert "no configuration beats the base" in "\n".join(_flop_lines([replace(g, rows=worse)]))
+
+
+def test_the_size_answer_says_so_when_a_model_has_no_single_layer_scan():
+    # a confirmation task measures only selected configurations: no median of single layers to print (was "+nan")
+    t = "lambada_passages"
+    small = Group(
+        "m2",
+        t,
+        "bits_per_byte",
+        False,
+        DEPTH,
+        None,
+        [replace(_row(t, "0..2,2@0.25,3..9", "selected", 0.001, -0.001, 0.003, False), model="m2")],
+    )
+    text = "\n".join(_answers_lines([_groups()[0], small], [], {"m": 100_000_000, "m2": 50_000_000}))
+    assert "m2 0% worse, no single-layer scan, best +1.00; m 33% worse, median single layer -55.00" in text
+    assert "nan" not in text

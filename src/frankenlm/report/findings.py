@@ -493,8 +493,9 @@ def _answer_size(groups: list[Group], params: dict[str, int]) -> list[str]:
     out = []
     for task, scale, unit, per in _by_size(groups, params):
         parts = [
-            f"{g.model} {100 * sum(r.worse for r in rows) / max(1, len(rows)):.0f}% worse, median single layer "
-            f"{scale * median:+.2f}, best "
+            f"{g.model} {100 * sum(r.worse for r in rows) / max(1, len(rows)):.0f}% worse, "
+            + (f"median single layer {scale * median:+.2f}, " if math.isfinite(median) else "no single-layer scan, ")
+            + "best "
             + (f"{scale * g.ranked[0].gain:+.2f}" if g.ranked else "— (none run in full yet)")
             for g, rows, median in per
         ]
