@@ -109,18 +109,16 @@ def test_each_answer_counts_what_the_rows_hold():
     assert "needs two or more models measured on one task" in text
 
 
+def _size_answer_with_m2(row: ResultRow) -> str:
+    """The answer lines for the fixture model `m` beside a smaller model `m2` measured only on `row` (LAMBADA)."""
+    small = Group("m2", "lambada_passages", "bits_per_byte", False, DEPTH, None, [replace(row, model="m2")])
+    return "\n".join(_answers_lines([_groups()[0], small], [], {"m": 100_000_000, "m2": 50_000_000}))
+
+
 def test_the_size_answer_orders_models_by_parameters():
-    t = "lambada_passages"
-    small = Group(
-        "m2",
-        t,
-        "bits_per_byte",
-        False,
-        DEPTH,
-        None,
-        [replace(_row(t, "0,0,1..9", "repeat-layer", -0.2, -0.25, -0.15, True, layer=0, repeats=1), model="m2")],
+    text = _size_answer_with_m2(
+        _row("lambada_passages", "0,0,1..9", "repeat-layer", -0.2, -0.25, -0.15, True, layer=0, repeats=1)
     )
-    text = "\n".join(_answers_lines([_groups()[0], small], [], {"m": 100_000_000, "m2": 50_000_000}))
     # m: 2 of 6 worse, single layers -0.1 and -0.01 (median -0.055), best full-budget gain the damped +0.003
     assert (
         "lambada_passages (milli-bits_per_byte), smallest first: m2 100% worse, median single layer -200.00, best "
@@ -157,16 +155,6 @@ def test_the_flop_front_gives_each_point_its_ci_and_verdict():
 
 def test_the_size_answer_says_so_when_a_model_has_no_single_layer_scan():
     # a confirmation task measures only selected configurations: no median of single layers to print (was "+nan")
-    t = "lambada_passages"
-    small = Group(
-        "m2",
-        t,
-        "bits_per_byte",
-        False,
-        DEPTH,
-        None,
-        [replace(_row(t, "0..2,2@0.25,3..9", "selected", 0.001, -0.001, 0.003, False), model="m2")],
-    )
-    text = "\n".join(_answers_lines([_groups()[0], small], [], {"m": 100_000_000, "m2": 50_000_000}))
+    text = _size_answer_with_m2(_row("lambada_passages", "0..2,2@0.25,3..9", "selected", 0.001, -0.001, 0.003, False))
     assert "m2 0% worse, no single-layer scan, best +1.00; m 33% worse, median single layer -55.00" in text
     assert "nan" not in text
