@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from frankenlm.report.findings import _answers_lines, _flop_lines, _verdict
+from frankenlm.report.findings import _answers_lines, _flop_lines, _size_lines, _verdict
 from frankenlm.study.results import Group, ResultRow
 
 DEPTH = 10
@@ -109,10 +109,19 @@ def test_each_answer_counts_what_the_rows_hold():
     assert "needs two or more models measured on one task" in text
 
 
+SIZES = {"m": 100_000_000, "m2": 50_000_000}
+
+
+def _with_m2(row: ResultRow) -> list[Group]:
+    """The fixture model `m` on LAMBADA beside a smaller model `m2` measured only on `row`."""
+    return [
+        _groups()[0],
+        Group("m2", "lambada_passages", "bits_per_byte", False, DEPTH, None, [replace(row, model="m2")]),
+    ]
+
+
 def _size_answer_with_m2(row: ResultRow) -> str:
-    """The answer lines for the fixture model `m` beside a smaller model `m2` measured only on `row` (LAMBADA)."""
-    small = Group("m2", "lambada_passages", "bits_per_byte", False, DEPTH, None, [replace(row, model="m2")])
-    return "\n".join(_answers_lines([_groups()[0], small], [], {"m": 100_000_000, "m2": 50_000_000}))
+    return "\n".join(_answers_lines(_with_m2(row), [], SIZES))
 
 
 def test_the_size_answer_orders_models_by_parameters():
@@ -155,6 +164,12 @@ def test_the_flop_front_gives_each_point_its_ci_and_verdict():
 
 def test_the_size_answer_says_so_when_a_model_has_no_single_layer_scan():
     # a confirmation task measures only selected configurations: no median of single layers to print (was "+nan")
-    text = _size_answer_with_m2(_row("lambada_passages", "0..2,2@0.25,3..9", "selected", 0.001, -0.001, 0.003, False))
+    selected = _row("lambada_passages", "0..2,2@0.25,3..9", "selected", 0.001, -0.001, 0.003, False)
+    text = _size_answer_with_m2(selected)
     assert "m2 0% worse, no single-layer scan, best +1.00; m 33% worse, median single layer -55.00" in text
     assert "nan" not in text
+    # the per-model size section says the same (it printed "median single-layer repeat +nan")
+    lines = "\n".join(_size_lines(_with_m2(selected), SIZES))
+    assert "m2 (50M parameters, 10 layers): 0 of 1 configurations worse, 0 better; no single-layer scan" in lines
+    assert "median single-layer repeat -55.00" in lines
+    assert "nan" not in lines

@@ -242,8 +242,12 @@ def _size_lines(groups: list[Group], params: dict[str, int]) -> list[str]:
             size = f"{params[g.model] / 1e6:,.0f}M parameters, " if g.model in params else ""
             line = (
                 f"  - {g.model} ({size}{g.n_layers()} layers): {sum(r.worse for r in rows)} of {len(rows)} "
-                f"configurations worse, {sum(r.better for r in rows)} better; median single-layer repeat "
-                f"{scale * median:+.2f}"
+                f"configurations worse, {sum(r.better for r in rows)} better; "
+                + (
+                    f"median single-layer repeat {scale * median:+.2f}"
+                    if math.isfinite(median)
+                    else "no single-layer scan"
+                )
             )
             if g.ranked:
                 line += f"; best `{g.ranked[0].config}` {_pm(g.ranked[0], scale)}"
