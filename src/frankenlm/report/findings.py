@@ -232,6 +232,12 @@ def _by_size(groups: list[Group], params: dict[str, int]):
         yield task, scale, unit, per
 
 
+def _median_single(median: float, scale: float, label: str) -> str:
+    """`label` and the median gain of a single layer repeated once, or "no single-layer scan" where the task
+    measured none (a confirmation task: `_by_size` gives nan)."""
+    return f"{label} {scale * median:+.2f}" if math.isfinite(median) else "no single-layer scan"
+
+
 def _size_lines(groups: list[Group], params: dict[str, int]) -> list[str]:
     """Per task, the models from smallest to largest: how many configurations are worse, the best one, and the
     median gain of a single layer repeated once."""
@@ -243,11 +249,7 @@ def _size_lines(groups: list[Group], params: dict[str, int]) -> list[str]:
             line = (
                 f"  - {g.model} ({size}{g.n_layers()} layers): {sum(r.worse for r in rows)} of {len(rows)} "
                 f"configurations worse, {sum(r.better for r in rows)} better; "
-                + (
-                    f"median single-layer repeat {scale * median:+.2f}"
-                    if math.isfinite(median)
-                    else "no single-layer scan"
-                )
+                + _median_single(median, scale, "median single-layer repeat")
             )
             if g.ranked:
                 line += f"; best `{g.ranked[0].config}` {_pm(g.ranked[0], scale)}"
@@ -498,8 +500,8 @@ def _answer_size(groups: list[Group], params: dict[str, int]) -> list[str]:
     for task, scale, unit, per in _by_size(groups, params):
         parts = [
             f"{g.model} {100 * sum(r.worse for r in rows) / max(1, len(rows)):.0f}% worse, "
-            + (f"median single layer {scale * median:+.2f}, " if math.isfinite(median) else "no single-layer scan, ")
-            + "best "
+            + _median_single(median, scale, "median single layer")
+            + ", best "
             + (f"{scale * g.ranked[0].gain:+.2f}" if g.ranked else "— (none run in full yet)")
             for g, rows, median in per
         ]
