@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from frankenlm.report.findings import _answers_lines, _flop_lines, _size_lines, _verdict
+from frankenlm.report.findings import _answers_lines, _flop_lines, _proxy_lines, _size_lines, _verdict
 from frankenlm.study.results import Group, ResultRow
 
 DEPTH = 10
@@ -173,3 +173,15 @@ def test_the_size_answer_says_so_when_a_model_has_no_single_layer_scan():
     assert "m2 (50M parameters, 10 layers): 0 of 1 configurations worse, 0 better; no single-layer scan" in lines
     assert "median single-layer repeat -55.00" in lines
     assert "nan" not in lines
+
+
+def test_the_proxy_line_says_not_ranked_when_too_few_configurations_are_shared():
+    bpb, acc = _groups()
+    assert "lambada_passages vs arc_easy: Spearman rho +0.40 (p " in "\n".join(_proxy_lines([bpb, acc]))
+    started = Group("m", "pydoc_passages", "bits_per_byte", False, DEPTH, bpb.base, bpb.rows[:2])  # 0,0 and 0,0,0
+    lines = _proxy_lines([started, acc])
+    assert lines[0] == (
+        "- m: pydoc_passages vs arc_easy: not ranked yet, 1 configurations both measured on the full search "
+        "budget (a rank correlation needs 3)"
+    )
+    assert "nan" not in "\n".join(lines)

@@ -173,6 +173,9 @@ def _proxy_lines(groups: list[Group]) -> list[str]:
     out = [
         f"- {model}: {p.task} vs {a.task}: Spearman rho {rho:+.2f} (p {_p(pv)}) over {len(common)} "
         "configurations both measured on the full search budget"
+        if len(common) >= 3
+        else f"- {model}: {p.task} vs {a.task}: not ranked yet, {len(common)} configurations both measured on the "
+        "full search budget (a rank correlation needs 3)"
         for model, p, a, common, _pf, _af, rho, pv in _proxy_pairs(groups)
     ]
     transfer = _transfer_lines(groups)
