@@ -190,7 +190,13 @@ def test_ctrl_c_stops_a_study_at_once_and_it_resumes(tiny_dir, tmp_path):
     spec_path.write_text(spec.to_json())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     run_dir = tmp_path / "run"
-    p = subprocess.Popen(_study_cmd(spec_path, run_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A test runner started in the background (`make test &`) ignores SIGINT, and so would the study it starts
+    # (ignored signals survive exec): give the study the default disposition a terminal's foreground job has.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        p = subprocess.Popen(_study_cmd(spec_path, run_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:  # wait until units are being written
         db = run_dir / "results.sqlite"
