@@ -96,10 +96,13 @@ def _verdict(r: ResultRow, g: Group) -> str:
     return "no significant difference" + (" (stopped early)" if r.stopped_early else "")
 
 
+MIN_RANKED = 3  # configurations a rank correlation needs
+
+
 def _spearman(xs: list[float], ys: list[float]) -> tuple[float, float]:
     from scipy.stats import spearmanr
 
-    if len(xs) < 3:
+    if len(xs) < MIN_RANKED:
         return math.nan, math.nan
     res = spearmanr(xs, ys)
     return float(res.statistic), float(res.pvalue)
@@ -173,9 +176,9 @@ def _proxy_lines(groups: list[Group]) -> list[str]:
     out = [
         f"- {model}: {p.task} vs {a.task}: Spearman rho {rho:+.2f} (p {_p(pv)}) over {len(common)} "
         "configurations both measured on the full search budget"
-        if len(common) >= 3
+        if len(common) >= MIN_RANKED
         else f"- {model}: {p.task} vs {a.task}: not ranked yet, {len(common)} configurations both measured on the "
-        "full search budget (a rank correlation needs 3)"
+        f"full search budget (a rank correlation needs {MIN_RANKED})"
         for model, p, a, common, _pf, _af, rho, pv in _proxy_pairs(groups)
     ]
     transfer = _transfer_lines(groups)
@@ -517,7 +520,7 @@ def _answer_proxy(groups: list[Group]) -> list[str]:
     one bits per byte ranks first, its benchmark gain, the benchmark's own first, and the rank correlation."""
     out = []
     for m, p, a, common, pf, af, rho, pv in _proxy_pairs(groups):
-        if len(common) < 3:
+        if len(common) < MIN_RANKED:
             continue
         pick = max(common, key=lambda c: (pf[c].gain, c))
         top = max(common, key=lambda c: (af[c].gain, c))
