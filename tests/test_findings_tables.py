@@ -43,6 +43,20 @@ def test_a_model_with_only_used_units_has_one_total():
     assert _compute_lines([{"compute": {}}]) == []
 
 
+def test_a_spec_task_without_results_yet_counts_for_the_protocol():
+    """A task the spec names whose base has not finished its search slices has no results (so no `tasks` entry)
+    but stored units: they are the protocol's, not an earlier one's."""
+    study = {
+        "dtype": "float32",
+        "tasks": [{"name": "arc"}],
+        "task_dtypes": {"arc": "float32", "hella": "float32"},
+        "compute": {"m": {"arc": {"float32": _c(1, 36.0)}, "hella": {"float32": _c(2, 72.0)}}},
+    }
+    text = "\n".join(_compute_lines([study]))
+    assert "| m | hella | float32 | 2 | 0.02 |" in text
+    assert "| m | **this protocol** | | 3 | **0.03** |" in text
+
+
 def test_a_task_is_begun_by_units_in_its_own_dtype_not_by_an_earlier_protocols(tmp_path):
     spec = {
         "models": ["m"],

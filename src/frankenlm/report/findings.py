@@ -304,6 +304,7 @@ def _compute_lines(studies: list[dict]) -> list[str]:
     protocol: dict[str, str] = {}  # task -> its dtype in the studies' spec
     for st in studies:
         protocol.update({t["name"]: t.get("dtype", st.get("dtype")) for t in st.get("tasks", [])})
+        protocol.update(st.get("task_dtypes") or {})  # also the spec's tasks without results yet
         for model, tasks in (st.get("compute") or {}).items():
             for task, dtypes in tasks.items():
                 for dtype, c in dtypes.items():

@@ -293,7 +293,8 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
     summary = {
         "preset": spec.preset,
         "models": [{"name": n, "depth": i["depth"], "params": i["params"]} for n, i in manifest["models"].items()],
-        "tasks": list(tasks_summary.values()),
+        "tasks": list(tasks_summary.values()),  # the tasks with results
+        "task_dtypes": {t.name: spec.task_dtype(t.name) for t in spec.tasks},  # every task the spec names
         "designs": [d.name for d in spec.designs],
         "dtype": spec.dtype,
         "started": manifest.get("started"),
