@@ -181,7 +181,7 @@ def test_the_proxy_line_says_not_ranked_when_too_few_configurations_are_shared()
     started = Group("m", "pydoc_passages", "bits_per_byte", False, DEPTH, bpb.base, bpb.rows[:2])  # 0,0 and 0,0,0
     lines = _proxy_lines([started, acc])
     assert lines[0] == (
-        "- m: pydoc_passages vs arc_easy: not ranked yet, 1 configurations both measured on the full search "
+        "- m: pydoc_passages vs arc_easy: not ranked yet, 1 configuration both measured on the full search "
         "budget (a rank correlation needs 3)"
     )
     assert "nan" not in "\n".join(lines)

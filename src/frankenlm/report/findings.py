@@ -25,6 +25,7 @@ import math
 import statistics
 from pathlib import Path
 
+from frankenlm.report.fmt import plural
 from frankenlm.study.results import Group, ResultRow, fin, read_results
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import PAUSE_EXCESS_S, PAUSE_FACTOR
@@ -177,7 +178,7 @@ def _proxy_lines(groups: list[Group]) -> list[str]:
         f"- {model}: {p.task} vs {a.task}: Spearman rho {rho:+.2f} (p {_p(pv)}) over {len(common)} "
         "configurations both measured on the full search budget"
         if len(common) >= MIN_RANKED
-        else f"- {model}: {p.task} vs {a.task}: not ranked yet, {len(common)} configurations both measured on the "
+        else f"- {model}: {p.task} vs {a.task}: not ranked yet, {plural(len(common), 'configuration')} both measured on the "
         f"full search budget (a rank correlation needs {MIN_RANKED})"
         for model, p, a, common, _pf, _af, rho, pv in _proxy_pairs(groups)
     ]
