@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from frankenlm.cli.app import app
 from frankenlm.errors import FrankenError
 from frankenlm.report import write_report
+from frankenlm.report.fmt import plural
 from frankenlm.study import units
 from frankenlm.study.archive import export_store, import_store, read_archive
 from frankenlm.study.runner import run_study
@@ -244,7 +245,7 @@ def test_findings_from_committed_results_alone(tiny_dir, tmp_path):  # noqa: F81
     store.close()
     assert ceiling["search_base_wrong"] == len(wrong) and ceiling["search_fixed_by_some"] == len(fixed)
     assert ceiling["configurations"] == n_full and ceiling["chosen_fixed"] <= ceiling["heldout_base_wrong"]
-    assert f"wrong; some one of {n_full} configurations gets {len(fixed)} of them right" in text
+    assert f"wrong; some one of {plural(n_full, 'configuration')} gets {len(fixed)} of them right" in text
 
 
 @pytest.mark.parametrize("change", ["none", "a design added", "other items"])

@@ -103,7 +103,7 @@ def test_each_answer_counts_what_the_rows_hold():
     ) in text
     assert "arc_easy's own first is `0..4,4,4,5..9` +3.00 [+0.00, +6.00]; Spearman rho +0.40" in text
     # shrinkage from search to held-out, per kind
-    assert "accuracy: the 1 configurations re-measured on held-out items average +3.00 acc_norm points" in text
+    assert "accuracy: the 1 configuration re-measured on held-out items averages +3.00 acc_norm points" in text
     assert "on search and -1.00 on held-out items (shrinkage +4.00)" in text
     # size needs two models
     assert "needs two or more models measured on one task" in text
@@ -170,7 +170,7 @@ def test_the_size_answer_says_so_when_a_model_has_no_single_layer_scan():
     assert "nan" not in text
     # the per-model size section says the same (it printed "median single-layer repeat +nan")
     lines = "\n".join(_size_lines(_with_m2(selected), SIZES))
-    assert "m2 (50M parameters, 10 layers): 0 of 1 configurations worse, 0 better; no single-layer scan" in lines
+    assert "m2 (50M parameters, 10 layers): 0 of 1 configuration worse, 0 better; no single-layer scan" in lines
     assert "median single-layer repeat -55.00" in lines
     assert "nan" not in lines
 

@@ -117,7 +117,7 @@ def _group_summary(g: Group) -> str:
     n_worse = sum(r.worse for r in rows)
     best = g.ranked[0] if g.ranked else None
     line = (
-        f"- **{g.task}** ({unit}; base {g.base.base_value if g.base else math.nan:.4g}): {len(rows)} configurations, "
+        f"- **{g.task}** ({unit}; base {g.base.base_value if g.base else math.nan:.4g}): {plural(len(rows), 'configuration')}, "
         f"{n_better} better on search (Holm 5%), {n_conf} confirmed on held-out, {n_worse} worse"
     )
     if best is not None:
@@ -254,8 +254,8 @@ def _size_lines(groups: list[Group], params: dict[str, int]) -> list[str]:
         for g, rows, median in per:
             size = f"{params[g.model] / 1e6:,.0f}M parameters, " if g.model in params else ""
             line = (
-                f"  - {g.model} ({size}{g.n_layers()} layers): {sum(r.worse for r in rows)} of {len(rows)} "
-                f"configurations worse, {sum(r.better for r in rows)} better; "
+                f"  - {g.model} ({size}{g.n_layers()} layers): {sum(r.worse for r in rows)} of "
+                f"{plural(len(rows), 'configuration')} worse, {sum(r.better for r in rows)} better; "
                 + _median_single(median, scale, "median single-layer repeat")
             )
             if g.ranked:
@@ -273,7 +273,7 @@ def _ceiling_lines(studies: list[dict]) -> list[str]:
                     continue
                 line = (
                     f"- {model} · {task}: the base gets {c['search_base_wrong']} of {c['search_items']} search items "
-                    f"wrong; some one of {c['configurations']} configurations gets {c['search_fixed_by_some']} of "
+                    f"wrong; some one of {plural(c['configurations'], 'configuration')} gets {c['search_fixed_by_some']} of "
                     f"them right ({100 * c['search_fixed_by_some'] / c['search_base_wrong']:.0f}%)"
                 )
                 if c.get("chosen"):
@@ -281,7 +281,7 @@ def _ceiling_lines(studies: list[dict]) -> list[str]:
                         f". On held-out items the configuration chosen on search (`{c['chosen']}`) fixes "
                         f"{c['chosen_fixed']} of the base's {c['heldout_base_wrong']} wrong answers and breaks "
                         f"{c['chosen_broken']} right ones (net {c['chosen_fixed'] - c['chosen_broken']:+d} of "
-                        f"{c['heldout_items']}); the {c['heldout_remeasured']} re-measured configurations together "
+                        f"{c['heldout_items']}); the re-measured configurations ({c['heldout_remeasured']}) together "
                         f"fix {c['heldout_fixed_by_some']}"
                     )
                 out.append(line + ".")
@@ -377,7 +377,7 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group], studies: list[dic
                 elif _done(g):
                     cells.append("done")
                 else:
-                    cells.append(f"in progress ({len(g.rows)} configurations so far)")
+                    cells.append(f"in progress ({plural(len(g.rows), 'configuration')} so far)")
             out.append(f"| {m} | " + " | ".join(cells) + " |")
         out.append("")
     return out
@@ -430,7 +430,7 @@ def _answer_help(groups: list[Group]) -> list[str]:
     healed = [r for r in better if r.design in HEALED]
     if better:
         out.append(
-            f"  - of the {len(better)} configurations better on search anywhere, {len(healed)} are healed repeats "
+            f"  - of the {plural(len(better), 'configuration')} better on search anywhere, {len(healed)} are healed repeats "
             f"(damped or sub-stepped); {len(better) - len(healed)} repeat layers at full strength."
         )
     return out
@@ -559,7 +559,8 @@ def _answer_curse(groups: list[Group]) -> list[str]:
         s = sum(x[1] * x[2] for x in pts) / n
         h = sum(x[1] * x[3] for x in pts) / n
         out.append(
-            f"  - {kind}: the {n} configurations re-measured on held-out items average {scale * s:+.2f} {unit} on "
+            f"  - {kind}: the {plural(n, 'configuration')} re-measured on held-out items "
+            f"{'averages' if n == 1 else 'average'} {scale * s:+.2f} {unit} on "
             f"search and {scale * h:+.2f} on held-out items (shrinkage {scale * (s - h):+.2f})."
         )
     return out
