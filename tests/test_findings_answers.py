@@ -185,3 +185,17 @@ def test_the_proxy_line_says_not_ranked_when_too_few_configurations_are_shared()
         "budget (a rank correlation needs 3)"
     )
     assert "nan" not in "\n".join(lines)
+
+
+def test_the_ceiling_waits_for_a_configuration_measured_in_full():
+    from frankenlm.report.findings import _ceiling_lines
+
+    c = {"search_base_wrong": 621, "search_items": 1000, "configurations": 0, "search_fixed_by_some": 0}
+    line = _ceiling_lines([{"ceiling": {"m": {"hellaswag": c}}}])[0]
+    assert (
+        line
+        == "- m · hellaswag: the base gets 621 of 1000 search items wrong; no configuration is measured on the full search budget yet."
+    )
+    c |= {"configurations": 1, "search_fixed_by_some": 31}
+    line = _ceiling_lines([{"ceiling": {"m": {"hellaswag": c}}}])[0]
+    assert "some one of 1 configuration gets 31 of them right (5%)" in line
