@@ -271,15 +271,12 @@ def _ceiling_lines(studies: list[dict]) -> list[str]:
             for task, c in tasks.items():
                 if not c.get("search_base_wrong"):
                     continue
+                head = f"- {model} · {task}: the base gets {c['search_base_wrong']} of {c['search_items']} search items wrong"
                 if not c.get("configurations"):
-                    out.append(
-                        f"- {model} · {task}: the base gets {c['search_base_wrong']} of {c['search_items']} search "
-                        "items wrong; no configuration is measured on the full search budget yet."
-                    )
+                    out.append(f"{head}; no configuration is measured on the full search budget yet.")
                     continue
                 line = (
-                    f"- {model} · {task}: the base gets {c['search_base_wrong']} of {c['search_items']} search items "
-                    f"wrong; some one of {plural(c['configurations'], 'configuration')} gets {c['search_fixed_by_some']} of "
+                    f"{head}; some one of {plural(c['configurations'], 'configuration')} gets {c['search_fixed_by_some']} of "
                     f"them right ({100 * c['search_fixed_by_some'] / c['search_base_wrong']:.0f}%)"
                 )
                 if c.get("chosen"):
