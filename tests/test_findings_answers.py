@@ -81,7 +81,10 @@ def test_each_answer_counts_what_the_rows_hold():
         "+2.00 [+1.00, +3.00] milli-bits_per_byte (0.13% of the base's 1.5), held-out +2.00 [+1.00, +4.00]"
     ) in text
     assert "on benchmark accuracy: no, in all 1 model × task finished (m · arc_easy)" in text
-    assert "of the 2 configurations better on search anywhere, 1 are healed repeats" in text
+    assert (
+        "of the 2 configurations better on search anywhere, 1 is a healed repeat (damped or sub-stepped); "
+        "1 repeats layers at full strength."
+    ) in text
     # layers: whole single layers (0 and 4 on both tasks), verdicts counted
     assert "a whole layer repeated once: 4 measured, 2 worse, 0 better, 2 without a significant difference" in text
     assert "m · lambada_passages: the least harmful single layer is 4 (depth 0.40)" in text

@@ -431,10 +431,12 @@ def _answer_help(groups: list[Group]) -> list[str]:
             out.append(line + ".")
     better = [r for g in groups for r in g.rows if r.better]
     healed = [r for r in better if r.design in HEALED]
+    full = len(better) - len(healed)
     if better:
         out.append(
-            f"  - of the {plural(len(better), 'configuration')} better on search anywhere, {len(healed)} are healed repeats "
-            f"(damped or sub-stepped); {len(better) - len(healed)} repeat layers at full strength."
+            f"  - of the {plural(len(better), 'configuration')} better on search anywhere, {len(healed)} "
+            f"{'is a healed repeat' if len(healed) == 1 else 'are healed repeats'} (damped or sub-stepped); "
+            f"{full} {'repeats' if full == 1 else 'repeat'} layers at full strength."
         )
     return out
 
