@@ -431,12 +431,11 @@ def _answer_help(groups: list[Group]) -> list[str]:
             out.append(line + ".")
     better = [r for g in groups for r in g.rows if r.better]
     healed = [r for r in better if r.design in HEALED]
-    full = len(better) - len(healed)
     if better:
         out.append(
-            f"  - of the {plural(len(better), 'configuration')} better on search anywhere, {len(healed)} "
-            f"{'is a healed repeat' if len(healed) == 1 else 'are healed repeats'} (damped or sub-stepped); "
-            f"{full} {'repeats' if full == 1 else 'repeat'} layers at full strength."
+            f"  - of the {plural(len(better), 'configuration')} better on search anywhere, "
+            f"{plural(len(healed), 'is a healed repeat', 'are healed repeats')} (damped or sub-stepped); "
+            f"{plural(len(better) - len(healed), 'repeats', 'repeat')} layers at full strength."
         )
     return out
 
