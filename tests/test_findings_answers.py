@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from frankenlm.report.findings import _answers_lines, _flop_lines, _proxy_lines, _size_lines, _verdict
-from frankenlm.study.results import Group, ResultRow
+from frankenlm.report.findings import (
+    _answers_lines,
+    _flop_lines,
+    _proxy_lines,
+    _repeats_lines,
+    _size_lines,
+    _verdict,
+)
+from frankenlm.study.results import NAN, Group, ResultRow
 
 DEPTH = 10
 
@@ -202,3 +209,17 @@ def test_the_ceiling_waits_for_a_configuration_measured_in_full():
     c |= {"configurations": 1, "search_fixed_by_some": 31}
     line = _ceiling_lines([{"ceiling": {"m": {"hellaswag": c}}}])[0]
     assert "some one of 1 configuration gets 31 of them right (5%)" in line
+
+
+def test_a_partly_measured_row_is_stopped_early_only_once_the_task_is_done():
+    bpb, acc = _groups()
+    base = replace(acc.base, n_items=1000)
+    partial = replace(acc.rows[1], stopped_early=True, n_items=125)  # fewer than all search items
+    done = Group("m", acc.task, acc.metric, True, DEPTH, base, [partial, acc.rows[3]])  # layer 4 x2 re-measured
+    assert _verdict(partial, done) == "no significant difference (stopped early)"
+    running = Group("m", acc.task, acc.metric, True, DEPTH, base, [partial])  # no held-out check yet
+    assert _verdict(partial, running) == "no significant difference (so far on 125 of 1,000 search items)"
+    assert _verdict(acc.rows[2], running) == "no significant difference"  # measured in full: nothing added
+    curve = Group("m", acc.task, acc.metric, True, DEPTH, base, [partial, replace(acc.rows[3], heldout_gain=NAN)])
+    star = "* = not on all search items yet"
+    assert _repeats_lines(curve) == [f"  - layer 4: r=1: +2.00*, r=2: +3.00 (best r=2; acc_norm points; {star})"]

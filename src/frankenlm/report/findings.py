@@ -94,7 +94,19 @@ def _verdict(r: ResultRow, g: Group) -> str:
         return "better on search, not among those re-measured" if _done(g) else "better on search, not yet re-measured"
     if r.worse:
         return "worse"
-    return "no significant difference" + (" (stopped early)" if r.stopped_early else "")
+    return "no significant difference" + _partial(r, g)
+
+
+def _partial(r: ResultRow, g: Group) -> str:
+    """Why `r` holds fewer than all search items: racing stopped it (the task's walk is done), or its units are
+    still being run (a task in progress: the store alone cannot tell a raced-out configuration from a pending
+    one, so the text says how far it got instead)."""
+    if not r.stopped_early:
+        return ""
+    if _done(g):
+        return " (stopped early)"
+    total = g.base.n_items if g.base is not None and g.base.n_items else None
+    return f" (so far on {r.n_items or 0:,}" + (f" of {total:,}" if total else "") + " search items)"
 
 
 MIN_RANKED = 3  # configurations a rank correlation needs
@@ -156,7 +168,8 @@ def _repeats_lines(g: Group) -> list[str]:
             continue
         seq = ", ".join(f"r={r}: {scale * row.gain:+.2f}" + ("*" if row.stopped_early else "") for r, row in pts)
         best_r = max(pts, key=lambda p: p[1].gain)[0]
-        out.append(f"  - layer {k}: {seq} (best r={best_r}; {unit}; * = stopped early)")
+        star = "stopped early" if _done(g) else "not on all search items yet"
+        out.append(f"  - layer {k}: {seq} (best r={best_r}; {unit}; * = {star})")
     return out
 
 
