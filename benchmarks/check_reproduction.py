@@ -45,6 +45,19 @@ def numbers(item: dict) -> dict[str, float]:
     return out
 
 
+def open_run(path: str) -> tuple[StudySpec, dict, Store]:
+    """A run's spec, manifest and store (read under the arithmetic kind the run recorded); a folder of committed
+    results is rebuilt into a temporary run directory first."""
+    run_dir = Path(path)
+    if is_committed_results(run_dir):
+        run_dir = rebuild_run(run_dir, Path(tempfile.mkdtemp(prefix="frankenlm-check-")))
+    spec = StudySpec.from_json((run_dir / "spec.json").read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    kind = manifest_arithmetic(manifest)
+    store = Store.for_spec(run_dir / "results.sqlite", spec, batch_sizes=manifest.get("batch_sizes"), arithmetic=kind)
+    return spec, manifest, store
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir")
@@ -56,14 +69,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     configure_cpu(args.threads)
-    run_dir = Path(args.run_dir)
-    if is_committed_results(run_dir):
-        run_dir = rebuild_run(run_dir, Path(tempfile.mkdtemp(prefix="frankenlm-check-")))
-    spec = StudySpec.from_json((run_dir / "spec.json").read_text())
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    spec, manifest, store = open_run(args.run_dir)
     dtype = args.dtype or spec.dtype
     kind = manifest_arithmetic(manifest)
-    store = Store.for_spec(run_dir / "results.sqlite", spec, batch_sizes=manifest.get("batch_sizes"), arithmetic=kind)
     lm = load_model(args.model, dtype=dtype)
     budget = next(b for b in spec.tasks if b.name == args.task)
     docs = select_items(budget, lm.tokenizer, spec.slices, spec.seed).search_slices[args.slice]

@@ -87,7 +87,8 @@ def test_each_answer_counts_what_the_rows_hold():
         "on bits per byte: yes in 1 of 1 model × task finished: m · lambada_passages `0,0.attn,1..9` "
         "+2.00 [+1.00, +3.00] milli-bits_per_byte (0.13% of the base's 1.5), held-out +2.00 [+1.00, +4.00]"
     ) in text
-    assert "on benchmark accuracy: no, in all 1 model × task finished (m · arc_easy)" in text
+    assert "on benchmark accuracy: no by the pre-registered rule, in all 1 model × task finished (m · arc_easy)" in text
+    assert "held-out items alone" not in text  # no row is significant on held-out items
     assert (
         "of the 2 configurations better on search anywhere, 1 is a healed repeat (damped or sub-stepped); "
         "1 repeats layers at full strength."
@@ -223,3 +224,57 @@ def test_a_partly_measured_row_is_stopped_early_only_once_the_task_is_done():
     curve = Group("m", acc.task, acc.metric, True, DEPTH, base, [partial, replace(acc.rows[3], heldout_gain=NAN)])
     star = "* = not on all search items yet"
     assert _repeats_lines(curve) == [f"  - layer 4: r=1: +2.00*, r=2: +3.00 (best r=2; acc_norm points; {star})"]
+
+
+def test_a_gain_significant_on_held_out_items_alone_is_reported_beside_the_confirmed_ones(tmp_path):
+    """A configuration not Holm-significant on search but Holm-significant across the re-measured family on
+    held-out items: not confirmed, named with both stages' numbers in the answer, the verdicts and the 'does
+    any configuration help' section, and listed for the showcase after the confirmed ones."""
+    from frankenlm.report.findings import findings_markdown
+    from frankenlm.study.analysis import adjust_pvalues
+
+    bpb, acc = _groups()
+    held = replace(acc.rows[1], p_value=0.2, heldout_gain=0.033, heldout_ci_low=0.02, heldout_ci_high=0.046,
+                   heldout_p=1e-6, export_command="frankenlm export --plan '0..4,4,5..9'")  # fmt: skip
+    other = replace(acc.rows[3], p_value=0.3, heldout_p=0.4)
+    rows = adjust_pvalues([acc.base, acc.rows[0], held, acc.rows[2], other], heldout_family=2)
+    g = replace(acc, rows=rows[1:])
+    r = next(x for x in g.rows if x.config == "0..4,4,5..9")
+    assert r.heldout_better and not r.confirmed and r.heldout_p_holm == 2e-6  # Holm over 2: 2 x 1e-6
+    assert _verdict(r, g) == "no significant difference on search; **better on held-out items** (Holm p 2.0e-06)"
+    text = "\n".join(_answers_lines([bpb, g], [], {}))
+    stages = (
+        "m · arc_easy `0..4,4,5..9` held-out +3.30 [+2.00, +4.60] acc_norm points (Holm p 2.0e-06 across the 2 "
+        "configurations re-measured), search +2.00 [-1.00, +5.00] (Holm p 0.400 across 4 configurations)"
+    )  # search Holm by hand over the 2 finite p-values: 2 x 0.2 = 0.4, then max(0.4, 0.3)
+    assert "on benchmark accuracy: no by the pre-registered rule" in text
+    assert (
+        f"    - but significant on held-out items alone (selected on search, then Holm across the task's re-measured configurations), 1 configuration: {stages}. Not confirmed"
+        in text
+    )  # noqa: E501
+    assert "counts it as a held-out gain." in text
+    run = tmp_path / "run"
+    from frankenlm.study.results import write_csv
+
+    run.mkdir()
+    write_csv([bpb.base, *bpb.rows, acc.base, *g.rows], run / "results.csv")
+    (run / "study.json").write_text("{}")
+    doc = findings_markdown([run])
+    help_ = doc.split("## Does any configuration help?")[1].split("## Per model")[0]
+    # with what the configuration does on the model's other task (LAMBADA: -10.00, no significant difference)
+    assert (
+        f"- {stages}; export: `frankenlm export --plan '0..4,4,5..9'`; on the model's other tasks: "
+        "lambada_passages -10.00 [-30.00, +10.00] milli-bits_per_byte (no significant difference)"
+    ) in help_
+    assert "## The configurations that help on held-out items, exported and generating" in help_
+    # the showcase names the confirmed row first, then the held-out-alone one
+    assert help_.index("- m · lambada_passages · `0,0.attn,1..9`: not showcased yet") < help_.index(
+        "- m · arc_easy · `0..4,4,5..9`: not showcased yet"
+    )
+    assert "1 better on held-out items alone" in doc.split("## Per model and task")[1].split("##")[1]
+    from frankenlm.cli.showcase import showcased
+
+    assert [c[1:] for c in showcased([run])] == [
+        ("m", "lambada_passages", "0,0.attn,1..9"),
+        ("m", "arc_easy", "0..4,4,5..9"),
+    ]

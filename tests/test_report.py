@@ -25,7 +25,7 @@ import pytest
 from frankenlm.model.plan import identity_plan, repeat_block_plan, repeat_layer_plan
 from frankenlm.report import TOP_N, write_report
 from frankenlm.study.analysis import adjust_pvalues
-from frankenlm.study.results import RESULT_COLUMNS, ResultRow, read_results, write_csv
+from frankenlm.study.results import NAN, RESULT_COLUMNS, ResultRow, read_results, write_csv
 
 COLUMNS = RESULT_COLUMNS
 A, B = "smollm2-135m", "smollm2-360m"
@@ -716,6 +716,31 @@ def test_verdicts_from_the_numbers() -> None:
     assert row(gain=0.02).fp32_agrees is None
     assert row(flops_ratio=1.25).extra_flops_pct == pytest.approx(25.0)
     assert row().repeated_layers == (3,)  # from the plan text when the design has no layer parameters
+
+
+def test_held_out_p_values_are_holm_adjusted_over_the_re_measured_family() -> None:
+    """Held-out p-values form their own Holm family (the configurations re-measured, counted as at least the
+    protocol's top k); `heldout_better` follows from the adjusted p, whatever the search verdict."""
+
+    def row(config, p, held_p=NAN, held=(0.03, 0.01)):
+        g, lo = held if held_p == held_p else (NAN, NAN)
+        return ResultRow(A, 30, config, "custom", task="t", metric="acc", higher_is_better=True, gain=0.01,
+                         ci_low=-0.01, ci_high=0.03, p_value=p, heldout_gain=g, heldout_ci_low=lo,
+                         heldout_ci_high=g + 0.02, heldout_p=held_p)  # fmt: skip
+
+    base = ResultRow(A, 30, "0..29", "base", task="t", metric="acc", higher_is_better=True)
+    rows = [base, row("a", 0.5, 0.01), row("b", 0.6, 0.04), row("c", 0.01), row("d", 0.7, 0.03, (-0.02, -0.04))]
+    out = {r.config: r for r in adjust_pvalues(rows, heldout_family=3)}
+    assert out["0..29"] == base  # the base row is returned unchanged
+    # by hand, m = 3 re-measured: sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 0.04)
+    assert [out[k].heldout_p_holm for k in "abd"] == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(out["c"].heldout_p_holm)  # not re-measured: no held-out test
+    assert [out[k].heldout_better for k in "abcd"] == [True, False, False, False]  # d is significantly *worse*
+    assert not any(out[k].significant or out[k].confirmed for k in "abd")  # search: none Holm-significant
+    # a check still running (2 of the protocol's 5 re-measured) is adjusted as 5 tests: 5 x 0.01 = 0.05
+    part = {r.config: r for r in adjust_pvalues(rows[:3], heldout_family=5)}
+    assert part["a"].heldout_p_holm == pytest.approx(0.05) and not part["a"].heldout_better
+    assert adjust_pvalues(rows[:3])[1].heldout_p_holm == pytest.approx(0.02)  # family of the 2 there are
 
 
 def _cell_colours(fig) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from frankenlm.cli.app import app
-from frankenlm.cli.showcase import SHOWCASE, confirmed, prompt_of, read_showcase, showcase_entry
+from frankenlm.cli.showcase import SHOWCASE, prompt_of, read_showcase, showcase_entry, showcased
 from frankenlm.report.findings import _cell, _showcase_lines
 from frankenlm.study.runner import run_study
 from frankenlm.study.spec import DesignSpec, StudySpec, TaskBudget
@@ -62,10 +62,10 @@ def test_findings_showcase_on_a_study_without_confirmed_configurations(tiny_dir,
     res = CliRunner().invoke(app, ["findings", str(run), "--out", str(tmp_path / "F.md"), "--showcase"])
     assert res.exit_code == 0, res.output
     entries = json.loads((run / SHOWCASE).read_text())["entries"]
-    found = confirmed([run])
+    found = showcased([run])
     assert [(e["model"], e["task"], e["config"]) for e in entries] == [c[1:] for c in found]
     text = (tmp_path / "F.md").read_text()
-    assert ("## The confirmed configurations" in text) == bool(found)
+    assert ("exported and generating" in text) == bool(found)
     for e in entries:  # a Hugging Face source: its hf export is checked, a GGUF one cannot be written
         assert e["exports"]["hf"]["same_generations"] and "skipped" in e["exports"]["gguf"]
     (run / SHOWCASE).unlink()
@@ -118,7 +118,7 @@ def test_a_new_showcase_keeps_the_entries_of_configurations_still_confirmed(tmp_
 
     out = tmp_path / SHOWCASE
     out.write_text(json.dumps({"entries": [_entry("a", fm="old a"), _entry("c")]}))
-    monkeypatch.setattr(showcase, "confirmed", lambda dirs: [(tmp_path, "m", "t", "a"), (tmp_path, "m", "t", "b")])
+    monkeypatch.setattr(showcase, "showcased", lambda dirs: [(tmp_path, "m", "t", "a"), (tmp_path, "m", "t", "b")])
     made = []
 
     def entry(run_dir, model, task, config, workdir):

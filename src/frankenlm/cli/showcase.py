@@ -1,7 +1,8 @@
-"""The confirmed configurations of a study, shown the way a user would use them: exported, reloaded, generating.
+"""The configurations of a study that help on held-out items, shown the way a user would use them: exported,
+reloaded, generating.
 
-For every configuration a study confirms (Holm-significant on search items, held-out CI above 0), `showcase`
-loads its model in fp32 and
+For every configuration a study confirms (Holm-significant on search items, held-out CI above 0) and every one
+whose held-out gain alone is significant (`ResultRow.heldout_better`), `showcase` loads its model in fp32 and
 - exports the frankenmodel as a materialized Hugging Face directory and as a GGUF (`frankenlm.export`), loads
   each back with transformers' own `from_pretrained` (the GGUF through its GGUF loader; nothing is cached), and
   records the largest logit difference from the zero-copy frankenmodel on the prompts and whether greedy
@@ -48,12 +49,14 @@ def prompt_of(doc) -> str:
     raise TypeError(f"no prompt for a {type(r).__name__}")
 
 
-def confirmed(run_dirs: list[Path]) -> list[tuple[Path, str, str, str]]:
-    """(run directory, model, task, configuration) of every confirmed configuration, in document order."""
+def showcased(run_dirs: list[Path]) -> list[tuple[Path, str, str, str]]:
+    """(run directory, model, task, configuration) of every configuration to show: the confirmed ones, then
+    those significant on held-out items alone, in document order."""
     out = []
     for d in run_dirs:
-        for g in read_results(Path(d)).groups():
-            out += [(Path(d), g.model, g.task, r.config) for r in g.rows if r.confirmed]
+        rows = [(g, r) for g in read_results(Path(d)).groups() for r in g.rows]
+        out += [(Path(d), g.model, g.task, r.config) for g, r in rows if r.confirmed]
+        out += [(Path(d), g.model, g.task, r.config) for g, r in rows if r.heldout_better and not r.confirmed]
     return out
 
 
@@ -85,7 +88,7 @@ def _bytes(path: Path) -> int:
 
 
 def showcase_entry(run_dir: Path, model: str, task: str, config: str, workdir: Path) -> dict:
-    """The exports and generations of one confirmed configuration (see the module docstring)."""
+    """The exports and generations of one configuration (see the module docstring)."""
     from frankenlm.export import export_gguf, export_hf
     from frankenlm.export.sources import gguf_source
     from frankenlm.model.frankenmodel import build_frankenmodel
@@ -131,12 +134,12 @@ def showcase_entry(run_dir: Path, model: str, task: str, config: str, workdir: P
 
 
 def write_showcase(run_dirs: list[Path], out: Path, notify: Callable[[str], None] = print, redo: bool = False) -> Path:
-    """Showcase every confirmed configuration of `run_dirs` into `out` (JSON); returns `out`. Entries `out`
-    already holds for configurations still confirmed are kept (an entry depends only on the model, the plan and
-    the task's held-out items), unless `redo`; entries of configurations no longer confirmed are dropped."""
+    """Showcase every configuration of `run_dirs` that `showcased` names into `out` (JSON); returns `out`.
+    Entries `out` already holds for configurations still named are kept (an entry depends only on the model, the
+    plan and the task's held-out items), unless `redo`; entries of configurations no longer named are dropped."""
     kept = {} if redo else {(e["model"], e["task"], e["config"]): e for e in _entries(Path(out))}
     entries = []
-    for run_dir, model, task, config in confirmed(run_dirs):
+    for run_dir, model, task, config in showcased(run_dirs):
         if (model, task, config) in kept:
             notify(f"showcase: {model} · {task} · {config} (kept from {out})")
             entries.append(kept[(model, task, config)])

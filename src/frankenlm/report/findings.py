@@ -4,7 +4,10 @@
 one Markdown document; nothing is computed from a model, and no sentence carries a number that is not in the
 rows, so text and numbers cannot drift. Every gain is quoted with its paired 95% CI, its Holm-adjusted p-value
 (across one model's configurations on one task) and its held-out re-measure where there is one. A gain counts
-only when it is `confirmed`: Holm-significant on search items *and* its held-out CI above 0.
+only when it is `confirmed`: Holm-significant on search items *and* its held-out CI above 0 (the pre-registered
+rule). A configuration whose held-out gain alone is significant (`heldout_better`: Holm across the task's
+re-measured configurations, the confirmatory family of a select-then-test design) is reported beside, never
+merged into, the confirmed ones, with both stages' numbers, and is exported and shown generating like them.
 
 Questions answered, per model: which single-layer repeats help or hurt (on normalised depth, the first layers
 singled out, whole and attention-only), how the gain changes with the number of repeats, how the picture changes
@@ -14,7 +17,7 @@ gets right, against what the configuration chosen on search items fixes on held-
 (search → held-out shrinkage), gain per extra FLOP, and the compute each model took (from the units' records).
 The document opens with "The answers so far": one plain answer per question, each sentence counted from the
 same rows (`_answers_lines`), before the sections that hold the detail.
-Confirmed configurations are shown exported, reloaded and generating from `showcase.json` (written by the one
+Those configurations are shown exported, reloaded and generating from `showcase.json` (written by the one
 step that loads models, `frankenlm findings --showcase`; see `frankenlm.cli.showcase`). Figures (matplotlib,
 the report's own) are written to a folder beside the document and linked from it.
 """
@@ -92,6 +95,8 @@ def _verdict(r: ResultRow, g: Group) -> str:
         if r.remeasured:
             return "better on search, not confirmed on held-out items"
         return "better on search, not among those re-measured" if _done(g) else "better on search, not yet re-measured"
+    if r.heldout_better:
+        return f"no significant difference on search; **better on held-out items** (Holm p {_p(r.heldout_p_holm)})"
     if r.worse:
         return "worse"
     return "no significant difference" + _partial(r, g)
@@ -126,11 +131,14 @@ def _group_summary(g: Group) -> str:
     scale, unit = _unit(g)
     n_better = sum(r.better for r in rows)
     n_conf = sum(r.confirmed for r in rows)
+    n_held = sum(r.heldout_better and not r.confirmed for r in rows)
     n_worse = sum(r.worse for r in rows)
     best = g.ranked[0] if g.ranked else None
     line = (
         f"- **{g.task}** ({unit}; base {g.base.base_value if g.base else math.nan:.4g}): {plural(len(rows), 'configuration')}, "
-        f"{n_better} better on search (Holm 5%), {n_conf} confirmed on held-out, {n_worse} worse"
+        f"{n_better} better on search (Holm 5%), {n_conf} confirmed on held-out, "
+        + (f"{n_held} better on held-out items alone, " if n_held else "")
+        + f"{n_worse} worse"
     )
     if best is not None:
         line += f"; best on search `{best.config}` {_pm(best, scale)} (Holm p {_p(best.p_holm)}), held-out {_held(best, scale)}"
@@ -404,6 +412,35 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group], studies: list[dic
 HEALED = ("damped", "substep")  # designs whose repeats damp or sub-step the repeated update
 
 
+def _heldout_only(g: Group) -> list[ResultRow]:
+    """The rows of `g` significant on held-out items alone: not confirmed (the search stage's Holm test failed),
+    but Holm-significant across the task's re-measured configurations."""
+    return [r for r in g.rows if r.heldout_better and not r.confirmed]
+
+
+def _both_stages(g: Group, r: ResultRow) -> str:
+    """A held-out-alone row's two stages: held-out first (the test), then the search that selected it."""
+    scale, unit = _unit(g)
+    n_re = sum(x.remeasured for x in g.rows)
+    n_cfg = sum(not x.is_base for x in g.rows)
+    return (
+        f"{g.model} · {g.task} `{r.config}` held-out {_held(r, scale)} {unit} (Holm p {_p(r.heldout_p_holm)} "
+        f"across the {plural(n_re, 'configuration')} re-measured), search {_pm(r, scale)} (Holm p {_p(r.p_holm)} "
+        f"across {plural(n_cfg, 'configuration')})"
+    )
+
+
+def _elsewhere(groups: list[Group], g: Group, r: ResultRow) -> str:
+    """How configuration `r` of group `g` does on its model's other tasks (search items; where measured)."""
+    parts = []
+    for o in groups:
+        x = next((y for y in o.rows if y.config == r.config and fin(y.gain)), None) if o.model == g.model else None
+        if o is not g and x is not None:
+            scale, unit = _unit(o)
+            parts.append(f"{o.task} {_pm(x, scale)} {unit} ({_verdict(x, o)})")
+    return f"; on the model's other tasks: {'; '.join(parts)}" if parts else ""
+
+
 def _pairs(gs: list[Group]) -> str:
     return ", ".join(f"{g.model} · {g.task}" for g in gs)
 
@@ -433,7 +470,10 @@ def _answer_help(groups: list[Group]) -> list[str]:
             )
         else:
             best = [(g, r) for g in done for r in g.ranked if r.gain > 0 and fin(r.p_holm)]
-            line = f"  - on {kind}: no, in all {len(done)} model × task finished ({_pairs(done)}){pending}"
+            line = (
+                f"  - on {kind}: no by the pre-registered rule, in all {len(done)} model × task finished "
+                f"({_pairs(done)}){pending}"
+            )
             if best:
                 g, r = min(best, key=lambda x: (x[1].p_holm, -x[1].gain))
                 scale, unit = _unit(g)
@@ -442,6 +482,15 @@ def _answer_help(groups: list[Group]) -> list[str]:
                     f"(Holm p {_p(r.p_holm)}), re-measured {_held(r, scale)} on held-out items"
                 )
             out.append(line + ".")
+        held = [(g, r) for g in done for r in _heldout_only(g)]
+        if held:
+            out.append(
+                f"    - {'also' if conf else 'but'} significant on held-out items alone (selected on search, then Holm "
+                f"across the task's re-measured configurations), {plural(len(held), 'configuration')}: "
+                + "; ".join(_both_stages(g, r) for g, r in held)
+                + ". Not confirmed by the pre-registered rule, which also asks for a Holm-significant search gain; "
+                + f"a select-then-test design counts {'it as a held-out gain' if len(held) == 1 else 'them as held-out gains'}."
+            )
     better = [r for g in groups for r in g.rows if r.better]
     healed = [r for r in better if r.design in HEALED]
     if better:
@@ -628,7 +677,7 @@ def _cell(text: str) -> str:
 
 
 def _showcase_lines(confirmed: list[tuple[Group, ResultRow]], showcase: list[dict], command: str) -> list[str]:
-    """Each confirmed configuration's exports (reloaded in transformers) and generations beside the base's."""
+    """Each shown configuration's exports (reloaded in transformers) and generations beside the base's."""
     shown = {(e["model"], e["task"], e["config"]): e for e in showcase}
     lines: list[str] = []
     for g, r in confirmed:
@@ -690,7 +739,9 @@ def findings_markdown(
         f"Generated by `{command}` from the studies' results; do not edit by hand. Gains are paired differences against the base model "
         "on the same items (positive = better), with 95% CIs; p-values are Holm-adjusted across one model's "
         "configurations on one task; *confirmed* means Holm-significant on the search items and a held-out CI "
-        "above 0. The CIs are each configuration's own, not corrected, so an interval can exclude 0 while the "
+        "above 0 (the pre-registered rule); *better on held-out items* means a held-out gain with its CI above 0 "
+        "and its p-value Holm-adjusted across the task's re-measured configurations below 0.05, whatever the "
+        "search verdict (the select-then-test reading, reported beside the confirmed ones). The CIs are each configuration's own, not corrected, so an interval can exclude 0 while the "
         "Holm verdict is *no significant difference*. *Stopped early* marks a configuration that racing dropped "
         "after a slice of the search items as clearly worse than the base and the leaders (on accuracy, by the "
         "gold choice's log-likelihood margin); its gain is over those items only.",
@@ -708,13 +759,25 @@ def findings_markdown(
             scale, unit = _unit(g)
             lines.append(
                 f"- {g.model} · {g.task}: `{r.config}` {_pm(r, scale)} {unit} on search (Holm p {_p(r.p_holm)}), "
-                f"held-out {_held(r, scale)}; export: `{r.export_command}`"
+                f"held-out {_held(r, scale)}; export: `{r.export_command}`{_elsewhere(groups, g, r)}"
             )
     else:
         lines.append("No configuration improves any measured task with a held-out confirmation.")
-    if confirmed:
-        lines += ["", "## The confirmed configurations, exported and generating", ""]
-        lines += _showcase_lines(confirmed, showcase or [], command.split(" --out")[0])
+    held_only = [(g, r) for g in groups for r in _heldout_only(g)]
+    if held_only:
+        lines += [
+            "",
+            "Significant on held-out items alone: selected on search, where the gain was not Holm-significant "
+            "(so not confirmed by the pre-registered rule), then Holm-significant across the task's re-measured "
+            "configurations on held-out items:",
+            "",
+        ]
+        lines += [
+            f"- {_both_stages(g, r)}; export: `{r.export_command}`{_elsewhere(groups, g, r)}" for g, r in held_only
+        ]
+    if confirmed or held_only:
+        lines += ["", "## The configurations that help on held-out items, exported and generating", ""]
+        lines += _showcase_lines(confirmed + held_only, showcase or [], command.split(" --out")[0])
     lines += ["", "## Per model and task", ""]
     for m in models:
         lines.append(f"### {m}")

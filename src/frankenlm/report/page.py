@@ -112,6 +112,8 @@ def _top_table(run_dir: Path, g: Group) -> str:
                 "heldout_ci_high": r.heldout_ci_high,
                 "shrinkage": shrink,
                 "confirmed": int(r.confirmed),
+                "heldout_p_holm": r.heldout_p_holm,
+                "heldout_better": int(r.heldout_better),
                 "fp32_gain": r.fp32_gain,
                 "extra_flops_per_token": r.extra_flops_per_token,
                 "extra_flops_pct": r.extra_flops_pct,
@@ -122,7 +124,11 @@ def _top_table(run_dir: Path, g: Group) -> str:
         verdict = (
             '<span class="ok">confirmed</span>'
             if r.confirmed
-            else ('<span class="warn">not confirmed</span>' if r.better and r.remeasured else "")
+            else '<span class="warn">not confirmed</span>'
+            if r.better and r.remeasured
+            else f'<span class="ok">better on held-out alone</span> (Holm p {_p(r.heldout_p_holm)})'
+            if r.heldout_better
+            else ""
         )
         body.append(
             [

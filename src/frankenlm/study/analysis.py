@@ -179,9 +179,12 @@ def _export_command(model: str, plan: str) -> str:
     return f"frankenlm export --model {model} --plan '{plan}' --format hf --out exports/{slug(f'{model}-{plan}')}"
 
 
-def adjust_pvalues(rows: list[ResultRow]) -> list[ResultRow]:
+def adjust_pvalues(rows: list[ResultRow], heldout_family: int = 0) -> list[ResultRow]:
     """Multiple-comparison control over one model's configurations on one task (the base row excluded, and
-    returned unchanged): Holm- and BH-adjusted p-values, and `significant` = Holm-adjusted p < ALPHA."""
+    returned unchanged): Holm- and BH-adjusted p-values, and `significant` = Holm-adjusted p < ALPHA; and the
+    held-out p-values Holm-adjusted across the configurations re-measured on held-out items (their own family:
+    the confirmatory test of what the search selected), counted as at least `heldout_family` (the number the
+    protocol re-measures) so that a held-out check still running is not adjusted over fewer tests than it makes."""
     cfg = [k for k, r in enumerate(rows) if not r.is_base]
     if not cfg:
         return list(rows)
@@ -190,6 +193,11 @@ def adjust_pvalues(rows: list[ResultRow]) -> list[ResultRow]:
     out = list(rows)
     for k, ph, pb in zip(cfg, holm, bh):
         out[k] = replace(rows[k], p_holm=float(ph), p_bh=float(pb), significant=bool(ph < ALPHA and not math.isnan(ph)))
+    held = [k for k in cfg if rows[k].remeasured and not math.isnan(rows[k].heldout_p)]
+    if held:
+        pad = [1.0] * max(0, heldout_family - len(held))  # the tests not made yet, counted as p = 1
+        for k, ph in zip(held, stats.holm(np.array([rows[k].heldout_p for k in held] + pad, float))):
+            out[k] = replace(out[k], heldout_p_holm=float(ph))
     return out
 
 
@@ -283,7 +291,7 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
                 )
                 task_rows.append(ResultRow.from_record(row, params[plan]))
                 runs[plan] = (cfg, held)
-            task_rows = adjust_pvalues(task_rows)
+            task_rows = adjust_pvalues(task_rows, heldout_family=spec.heldout_top_k)
             rows.extend(task_rows)
             ceil = per_item_ceiling(metric, base, base_held, task_rows, runs)
             if ceil is not None:

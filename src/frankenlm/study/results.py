@@ -11,7 +11,10 @@ Verdicts (ALPHA = 0.05, Holm across one model's configurations on one task, appl
   better     Holm-significant, gain > 0 and the search CI's low end > 0
   worse      Holm-significant, gain < 0 and the search CI's high end < 0
   remeasured has a held-out gain
-  confirmed  better, and the held-out gain and its CI's low end > 0
+  confirmed  better, and the held-out gain and its CI's low end > 0 (the pre-registered rule: both stages)
+  heldout_better  the held-out gain > 0, its CI's low end > 0 and its p-value Holm-adjusted across the task's
+             re-measured configurations (the confirmatory family) < ALPHA, whatever the search verdict: the
+             select-on-search, test-on-held-out reading, which `confirmed` tightens with the search-stage test
   fp32_agrees  None when not re-checked in fp32; else whether the fp32 gain lies inside the search CI
 A `Group` (one model × task) holds the search ranking (full-budget rows by gain, ties by plan text), the
 winner's-curse shrinkage, the quality-vs-cost Pareto front and the rows by design shape. Shapes come from the
@@ -77,6 +80,7 @@ RESULT_COLUMNS = [
     "heldout_ci_low",
     "heldout_ci_high",
     "heldout_p",
+    "heldout_p_holm",
     "fp32_gain",
     "extra_flops_per_token",
     "flops_ratio",
@@ -169,6 +173,7 @@ class ResultRow:
     heldout_ci_low: float = NAN
     heldout_ci_high: float = NAN
     heldout_p: float = NAN
+    heldout_p_holm: float = NAN
     fp32_gain: float = NAN
     extra_flops_per_token: float = NAN
     flops_ratio: float = NAN
@@ -181,6 +186,7 @@ class ResultRow:
     worse: bool = field(init=False)
     remeasured: bool = field(init=False)
     confirmed: bool = field(init=False)
+    heldout_better: bool = field(init=False)
     fp32_agrees: bool | None = field(init=False)
     extra_flops_pct: float = field(init=False)
     repeated_layers: tuple[int, ...] = field(init=False)
@@ -199,6 +205,15 @@ class ResultRow:
             bool(
                 better
                 and fin(self.heldout_gain, self.heldout_ci_low)
+                and self.heldout_gain > 0
+                and self.heldout_ci_low > 0
+            ),
+        )
+        s(
+            "heldout_better",
+            bool(
+                fin(self.heldout_p_holm, self.heldout_gain, self.heldout_ci_low)
+                and self.heldout_p_holm < ALPHA
                 and self.heldout_gain > 0
                 and self.heldout_ci_low > 0
             ),
