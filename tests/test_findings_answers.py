@@ -89,6 +89,10 @@ def test_each_answer_counts_what_the_rows_hold():
     ) in text
     assert "on benchmark accuracy: no by the pre-registered rule, in all 1 model × task finished (m · arc_easy)" in text
     assert "held-out items alone" not in text  # no row is significant on held-out items
+    assert (  # of the positive rows, the one with the smallest search Holm p (a tie at 0.5: the larger gain)
+        "the closest on search (smallest Holm p), m · arc_easy `0..4,4,4,5..9` +3.00 [+0.00, +6.00] acc_norm points "
+        "on search (Holm p 0.500), re-measured -1.00 [-3.00, +1.00] on held-out items."
+    ) in text
     assert (
         "of the 2 configurations better on search anywhere, 1 is a healed repeat (damped or sub-stepped); "
         "1 repeats layers at full strength."

@@ -478,7 +478,7 @@ def _answer_help(groups: list[Group]) -> list[str]:
                 g, r = min(best, key=lambda x: (x[1].p_holm, -x[1].gain))
                 scale, unit = _unit(g)
                 line += (
-                    f"; the strongest candidate, {g.model} · {g.task} `{r.config}` {_pm(r, scale)} {unit} on search "
+                    f"; the closest on search (smallest Holm p), {g.model} · {g.task} `{r.config}` {_pm(r, scale)} {unit} on search "
                     f"(Holm p {_p(r.p_holm)}), re-measured {_held(r, scale)} on held-out items"
                 )
             out.append(line + ".")
