@@ -74,8 +74,12 @@ def main() -> None:
     spec, manifest, store = open_run(args.run_dir)
     dtype = spec.task_dtype(args.task)
     lm = load_model(args.model, dtype="float32")
-    info = manifest["models"][lm.name]["tasks"][args.task]
+    info = ((manifest["models"].get(lm.name) or {}).get("tasks") or {}).get(args.task)
+    if not info or not info.get("heldout"):
+        sys.exit(f"the run has no held-out items of {lm.name} · {args.task}")
     metric = info["primary"]
+    if metric not in ("acc", "acc_norm"):
+        sys.exit(f"{args.task} is measured in {metric}: this check re-scores multiple-choice accuracy only")
     docs = select_items(
         next(b for b in spec.tasks if b.name == args.task), lm.tokenizer, spec.slices, spec.seed
     ).heldout
@@ -89,7 +93,8 @@ def main() -> None:
         sys.exit(f"no stored held-out unit of {args.plan} and the base for {lm.name} · {args.task} ({dtype})")
     acc = {name: np.array([i["metrics"][metric] for i in items]) for name, items in stored.items()}
     differ = [k for k in range(len(docs)) if acc["base"][k] != acc["plan"][k]]
-    same = sorted(random.Random(0).sample([k for k in range(len(docs)) if k not in differ], args.agree))
+    agree = [k for k in range(len(docs)) if k not in differ]
+    same = sorted(random.Random(0).sample(agree, min(args.agree, len(agree))))
     picked = sorted(differ + same)
     print(
         f"{lm.name} · {args.task} · {args.plan}: {len(docs)} held-out items stored ({dtype}); base {metric} "

@@ -29,7 +29,7 @@ import statistics
 from pathlib import Path
 
 from frankenlm.report.fmt import plural
-from frankenlm.study.results import Group, ResultRow, fin, read_results
+from frankenlm.study.results import ALPHA, Group, ResultRow, fin, read_results
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import PAUSE_EXCESS_S, PAUSE_FACTOR
 
@@ -430,6 +430,18 @@ def _both_stages(g: Group, r: ResultRow) -> str:
     )
 
 
+def _bonferroni_all(groups: list[Group], held: list[tuple[Group, ResultRow]]) -> str:
+    """Which of the `held` rows survive Bonferroni over every held-out test in the document (all models, tasks
+    and measures): the strictest reading of a held-out gain."""
+    n = sum(fin(r.heldout_p) for g in groups for r in g.rows if r.remeasured)
+    keep = [f"`{r.config}` ({g.model} · {g.task})" for g, r in held if fin(r.heldout_p) and r.heldout_p * n < ALPHA]
+    if len(held) == 1:
+        return f" Bonferroni over all {n} held-out tests in this document {'keeps' if keep else 'does not keep'} it."
+    return f" Bonferroni over all {n} held-out tests in this document keeps {len(keep)} of them" + (
+        f": {', '.join(keep)}." if keep else "."
+    )
+
+
 def _elsewhere(groups: list[Group], g: Group, r: ResultRow) -> str:
     """How configuration `r` of group `g` does on its model's other tasks (search items; where measured)."""
     parts = []
@@ -490,6 +502,7 @@ def _answer_help(groups: list[Group]) -> list[str]:
                 + "; ".join(_both_stages(g, r) for g, r in held)
                 + ". Not confirmed by the pre-registered rule, which also asks for a Holm-significant search gain; "
                 + f"a select-then-test design counts {'it as a held-out gain' if len(held) == 1 else 'them as held-out gains'}."
+                + _bonferroni_all(groups, held)
             )
     better = [r for g in groups for r in g.rows if r.better]
     healed = [r for r in better if r.design in HEALED]
