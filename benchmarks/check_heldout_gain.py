@@ -30,13 +30,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from check_reproduction import open_run  # noqa: E402  (this folder's: a run's spec, manifest and store)
+from frankenlm.eval.tasks.requests import LoglikelihoodResult  # noqa: E402
 from frankenlm.model.loading import configure_cpu, load_model  # noqa: E402
 from frankenlm.model.plan import coerce_plan, identity_plan  # noqa: E402
 from frankenlm.study.items import select_items  # noqa: E402
 from frankenlm.study.store import Unit, item_set_digest  # noqa: E402
 
 
-def hflm_logprobs(model, tokenizer, docs) -> list[np.ndarray]:
+def hflm_results(model, tokenizer, docs) -> list[list[LoglikelihoodResult]]:
     """Each doc's choice log-likelihoods, from lm-eval's HFLM on `model` (a transformers model)."""
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
@@ -48,17 +49,10 @@ def hflm_logprobs(model, tokenizer, docs) -> list[np.ndarray]:
         for n, (_, r) in enumerate(flat)
     ]
     got = hf.loglikelihood(reqs, disable_tqdm=True)
-    out: list[list[float]] = [[] for _ in docs]
-    for (k, _), (lp, _greedy) in zip(flat, got, strict=True):
-        out[k].append(float(lp))
-    return [np.array(x) for x in out]
-
-
-def accuracy(doc, lls: np.ndarray, metric: str) -> float:
-    """acc (argmax of log-likelihoods) or acc_norm (per character of the choice), as lm-eval defines them."""
-    if metric == "acc_norm":
-        lls = lls / np.array([float(len(c)) for c in doc.choices])
-    return float(int(np.argmax(lls)) == doc.gold)
+    out: list[list[LoglikelihoodResult]] = [[] for _ in docs]
+    for (k, _), (lp, greedy) in zip(flat, got, strict=True):
+        out[k].append(LoglikelihoodResult(float(lp), bool(greedy), 0, 0))  # token counts: not compared here
+    return out
 
 
 def main() -> None:
@@ -104,7 +98,7 @@ def main() -> None:
     )
     fresh = {}
     t0 = time.perf_counter()
-    fresh["base"] = hflm_logprobs(lm.model, lm.tokenizer, [docs[k] for k in picked])
+    fresh["base"] = hflm_results(lm.model, lm.tokenizer, [docs[k] for k in picked])
     with tempfile.TemporaryDirectory(prefix="frankenlm-check-export-") as tmp:
         from frankenlm.export import export_hf
 
@@ -115,25 +109,20 @@ def main() -> None:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(Path(tmp) / "hf", dtype="float32").eval()
-        fresh["plan"] = hflm_logprobs(model, tokenizer, [docs[k] for k in picked])
+        fresh["plan"] = hflm_results(model, tokenizer, [docs[k] for k in picked])
         del model
+    # each item's accuracy by the task's own scoring (`Doc.score`, checked against lm-eval's in the test suite)
+    re_acc = {n: np.array([docs[k].score(res)[metric] for k, res in zip(picked, fresh[n], strict=True)]) for n in fresh}
     for name in ("base", "plan"):
         diffs = [
-            float(np.abs(np.array(stored[name][k]["extras"]["logprobs"]) - lls).max())
-            for k, lls in zip(picked, fresh[name], strict=True)
+            float(np.abs(np.array(stored[name][k]["extras"]["logprobs"]) - [x.logprob for x in res]).max())
+            for k, res in zip(picked, fresh[name], strict=True)
         ]
-        wrong = [
-            docs[k].item_id
-            for k, lls in zip(picked, fresh[name], strict=True)
-            if accuracy(docs[k], lls, metric) != acc[name][k]
-        ]
+        wrong = [docs[k].item_id for n, k in enumerate(picked) if re_acc[name][n] != acc[name][k]]
         print(
             f"  {name}: max |Δ log-likelihood| {max(diffs):.2e} nats (mean {np.mean(diffs):.1e}); stored {metric} "
             f"not reproduced on {len(wrong)} of {len(picked)} items{': ' + ', '.join(wrong) if wrong else ''}"
         )
-    re_acc = {
-        n: np.array([accuracy(docs[k], lls, metric) for k, lls in zip(picked, fresh[n], strict=True)]) for n in fresh
-    }
     idx = {k: n for n, k in enumerate(picked)}
     d = [idx[k] for k in differ]
     print(

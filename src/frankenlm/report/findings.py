@@ -131,7 +131,7 @@ def _group_summary(g: Group) -> str:
     scale, unit = _unit(g)
     n_better = sum(r.better for r in rows)
     n_conf = sum(r.confirmed for r in rows)
-    n_held = sum(r.heldout_better and not r.confirmed for r in rows)
+    n_held = len(_heldout_only(g))
     n_worse = sum(r.worse for r in rows)
     best = g.ranked[0] if g.ranked else None
     line = (
@@ -446,8 +446,10 @@ def _elsewhere(groups: list[Group], g: Group, r: ResultRow) -> str:
     """How configuration `r` of group `g` does on its model's other tasks (search items; where measured)."""
     parts = []
     for o in groups:
-        x = next((y for y in o.rows if y.config == r.config and fin(y.gain)), None) if o.model == g.model else None
-        if o is not g and x is not None:
+        if o is g or o.model != g.model:
+            continue
+        x = next((y for y in o.rows if y.config == r.config and fin(y.gain)), None)
+        if x is not None:
             scale, unit = _unit(o)
             parts.append(f"{o.task} {_pm(x, scale)} {unit} ({_verdict(x, o)})")
     return f"; on the model's other tasks: {'; '.join(parts)}" if parts else ""
@@ -490,7 +492,8 @@ def _answer_help(groups: list[Group]) -> list[str]:
                 g, r = min(best, key=lambda x: (x[1].p_holm, -x[1].gain))
                 scale, unit = _unit(g)
                 line += (
-                    f"; the closest on search (smallest Holm p), {g.model} · {g.task} `{r.config}` {_pm(r, scale)} {unit} on search "
+                    f"; the closest on search (smallest Holm p), {g.model} · {g.task} `{r.config}` "
+                    f"{_pm(r, scale)} {unit} on search "
                     f"(Holm p {_p(r.p_holm)}), re-measured {_held(r, scale)} on held-out items"
                 )
             out.append(line + ".")
@@ -754,7 +757,8 @@ def findings_markdown(
         "configurations on one task; *confirmed* means Holm-significant on the search items and a held-out CI "
         "above 0 (the pre-registered rule); *better on held-out items* means a held-out gain with its CI above 0 "
         "and its p-value Holm-adjusted across the task's re-measured configurations below 0.05, whatever the "
-        "search verdict (the select-then-test reading, reported beside the confirmed ones). The CIs are each configuration's own, not corrected, so an interval can exclude 0 while the "
+        "search verdict (the select-then-test reading, reported beside the confirmed ones). The CIs are each "
+        "configuration's own, not corrected, so an interval can exclude 0 while the "
         "Holm verdict is *no significant difference*. *Stopped early* marks a configuration that racing dropped "
         "after a slice of the search items as clearly worse than the base and the leaders (on accuracy, by the "
         "gold choice's log-likelihood margin); its gain is over those items only.",
