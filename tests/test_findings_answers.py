@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from frankenlm.report.findings import (
     _answers_lines,
     _flop_lines,
@@ -288,3 +290,82 @@ def test_a_gain_significant_on_held_out_items_alone_is_reported_beside_the_confi
         ("m", "lambada_passages", "0,0.attn,1..9"),
         ("m", "arc_easy", "0..4,4,5..9"),
     ]
+
+
+def _block(i, j, gain, lo, hi, sig, **kw) -> ResultRow:
+    plan = f"0..{j},{i}..9"  # layers i..j run twice
+    return _row("lambada_passages", plan, "repeat-block", gain, lo, hi, sig, i=i, j=j, repeats=1, **kw)
+
+
+def test_the_block_scan_line_counts_verdicts_and_names_the_best_and_the_worst(tmp_path):
+    """One line per scanned model x task: the verdict counts, racing's stops, the best block on the full search
+    budget (with its held-out re-measure), the worst block, and the block-length sentence, all counted here by
+    hand; a task that measured fewer blocks than a scan gets no line and no heatmap."""
+    from frankenlm.report import figures as F
+    from frankenlm.report.findings import _blocks_line
+
+    bpb, _ = _groups()
+    rows = [
+        _block(0, 1, -0.2, -0.25, -0.15, True),  # length 2, worse
+        _block(0, 3, -0.5, -0.6, -0.4, True),  # length 4, worse
+        _block(2, 3, -0.01, -0.03, 0.01, False),  # length 2, no significant difference
+        _block(4, 7, 0.003, 0.001, 0.005, True, heldout_gain=0.002, heldout_ci_low=0.001, heldout_ci_high=0.004),
+        _block(2, 5, -0.9, -1.2, -0.6, True, stopped_early=True, n_items=100),  # length 4, worse on a slice
+    ]
+    g = replace(bpb, rows=rows)
+    assert _blocks_line(g) == (
+        "- m · lambada_passages (milli-bits_per_byte): 5 blocks (3 worse, 1 better, 1 without a significant "
+        "difference; racing stopped 1 early, on a slice of the search items); best on search `4..7` (depth "
+        "0.40–0.70) +3.00 [+1.00, +5.00] (**better, confirmed on held-out**, held-out +2.00 [+1.00, +4.00]); worst "
+        "`2..5` (depth 0.20–0.50) -900.00 [-1200.00, -600.00] (worse). Among repeated blocks, no block length makes "
+        "every block significantly worse (the share of significantly worse blocks is 50% at length 2 and 67% at "
+        "length 4)."
+    )  # the stopped block is the worst but cannot be the best: best is taken on the full search budget
+    assert _blocks_line(replace(bpb, rows=rows[:2])) is None  # two blocks: not a scan
+    # the heatmap marks a held-out-alone cell apart from the confirmed one
+    held = replace(rows[2], heldout_gain=0.004, heldout_ci_low=0.002, heldout_ci_high=0.006, heldout_p_holm=0.01)
+    fig = F.fig_heatmap(replace(g, rows=[*rows[:2], held, *rows[3:]]))
+    marked = [c for c in fig.axes[0].collections if c.get_gid() == "heldout-alone"]
+    starts, ends = [0, 2, 4], [1, 3, 5, 7]
+    assert len(marked) == 1 and marked[0].get_offsets().tolist() == [[ends.index(3), starts.index(2)]]
+    assert "better on held-out alone" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert not [c for c in F.fig_heatmap(g).axes[0].collections if c.get_gid() == "heldout-alone"]
+    # in the document: the section with the line and its heatmap, drawn beside it
+    from frankenlm.report.findings import findings_markdown
+    from frankenlm.study.results import write_csv
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_csv([bpb.base, *rows], run / "results.csv")
+    (run / "study.json").write_text("{}")
+    doc = findings_markdown([run], fig_dir=tmp_path / "figs")
+    section = doc.split("## Repeated blocks (the strided (i, j) scan)")[1].split("\n## ")[0]
+    assert _blocks_line(g) in section
+    assert "![block scan, m · lambada_passages](findings/blocks-m-lambada_passages.png)" in section
+    assert (tmp_path / "figs" / "blocks-m-lambada_passages.png").stat().st_size > 0
+
+
+def test_the_winners_curse_figure_plots_each_re_measured_configuration_search_against_held_out():
+    """One point per re-measured row at (scale x search gain, scale x held-out gain), a gold ring on the confirmed
+    one, and the count below the diagonal in each panel's title, all checked against the rows."""
+    from matplotlib.colors import to_rgba
+
+    from frankenlm.report import figures as F
+
+    bpb, acc = _groups()
+    fig = F.fig_curse([("bits per byte", 1000.0, "milli-bpb", [bpb]), ("accuracy", 100.0, "points", [acc])])
+    (a1, a2) = fig.axes
+    assert a1.get_title() == "bits per byte: 0 of 1 below the diagonal"  # attn row: +2.00 on both stages
+    assert a2.get_title() == "accuracy: 1 of 1 below the diagonal"  # layer 4 x2: +3.00 on search, -1.00 held-out
+    points = [c.get_offsets().tolist() for c in a2.collections if len(c.get_offsets()) == 1]
+    assert [[3.0, -1.0]] in points
+    rings = [c for c in a1.collections if c.get_gid() in ("confirmed", "heldout-alone")]
+    assert [c.get_gid() for c in rings] == ["confirmed"] and np.allclose(rings[0].get_offsets(), [[2.0, 2.0]])
+    assert np.allclose(rings[0].get_edgecolors()[0], to_rgba("#f0a000"))
+    assert not [c for c in a2.collections if c.get_gid() in ("confirmed", "heldout-alone")]
+    held = replace(acc.rows[3], heldout_gain=0.04, heldout_ci_low=0.01, heldout_ci_high=0.07, heldout_p_holm=0.01)
+    (ax,) = F.fig_curse([("accuracy", 100.0, "points", [replace(acc, rows=[*acc.rows[:3], held])])]).axes
+    rings = [c for c in ax.collections if c.get_gid() in ("confirmed", "heldout-alone")]
+    assert [c.get_gid() for c in rings] == ["heldout-alone"] and np.allclose(rings[0].get_offsets(), [[3.0, 4.0]])
+    assert ax.get_title() == "accuracy: 0 of 1 below the diagonal"
+    assert F.fig_curse([("bits per byte", 1000.0, "milli-bpb", [replace(bpb, rows=bpb.rows[:2])])]) is None

@@ -29,6 +29,8 @@ DESIGN_COLORS = {
     "search": "#c44e52",
     "custom": "#8172b3",
 }
+CONFIRMED_COLOUR = "#f0a000"  # rings and squares: confirmed (Holm on search, held-out CI above 0)
+HELDOUT_COLOUR = "#8a2be2"  # ... and better on held-out items alone
 SUBLAYER_STYLE = {
     "attn": ("#4c72b0", "o", "attention only"),
     "mlp": ("#dd8452", "s", "MLP only"),
@@ -161,6 +163,7 @@ def fig_heatmap(g: Group):
     sig = [(a, b) for (a, b), r in cells.items() if r.significant and not r.stopped_early]
     stop = [(a, b) for (a, b), r in cells.items() if r.stopped_early]
     conf = [(a, b) for (a, b), r in cells.items() if r.confirmed]
+    held = [(a, b) for (a, b), r in cells.items() if r.heldout_better and not r.confirmed]
     clipped = [(a, b) for (a, b), r in cells.items() if not lo <= r.gain <= hi]
     if clipped:  # beyond the colour scale: drawn in its end colour and marked
         ax.scatter(
@@ -184,16 +187,18 @@ def fig_heatmap(g: Group):
             marker="x",
             lw=max(0.5, cell_pt / 18),
         )
-    if conf:
-        ax.scatter(
-            [b for _, b in conf],
-            [a for a, _ in conf],
-            s=(0.95 * cell_pt) ** 2,
-            facecolors="none",
-            edgecolors="#f0a000",
-            marker="s",
-            lw=max(1.0, cell_pt / 10),
-        )
+    for cells_, colour, gid in ((conf, CONFIRMED_COLOUR, "confirmed"), (held, HELDOUT_COLOUR, "heldout-alone")):
+        if cells_:
+            ax.scatter(
+                [b for _, b in cells_],
+                [a for a, _ in cells_],
+                s=(0.95 * cell_pt) ** 2,
+                facecolors="none",
+                edgecolors=colour,
+                marker="s",
+                lw=max(1.0, cell_pt / 10),
+                gid=gid,
+            )
     ax.set_xlim(-0.5, len(ends_ax) - 0.5)
     ax.set_ylim(len(starts_ax) - 0.5, -0.5)
     for axis, vals in ((ax.xaxis, ends_ax), (ax.yaxis, starts_ax)):
@@ -209,9 +214,26 @@ def fig_heatmap(g: Group):
     handles = [
         Line2D([], [], ls="", marker="o", color="black", ms=4, label="significant (Holm 5%)"),
         Line2D([], [], ls="", marker="x", color="#555555", ms=6, label="early-stopped (racing)"),
-        Line2D([], [], ls="", marker="s", mfc="none", mec="#f0a000", ms=8, mew=1.5, label="confirmed on held-out"),
+        Line2D(
+            [], [], ls="", marker="s", mfc="none", mec=CONFIRMED_COLOUR, ms=8, mew=1.5, label="confirmed on held-out"
+        ),
         Patch(facecolor=colormaps["Greys"](0.25), label="not run"),
     ]
+    if held:
+        handles.insert(
+            3,
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="s",
+                mfc="none",
+                mec=HELDOUT_COLOUR,
+                ms=8,
+                mew=1.5,
+                label="better on held-out alone",
+            ),
+        )
     if clipped:
         handles.append(
             Line2D(
@@ -575,4 +597,72 @@ def fig_scales(g: Group):
         f"{g.model} · {g.task}: damped repeats (95% CI; ring: significant after Holm; ×: early-stopped)", fontsize=10
     )
     ax.legend(fontsize=8, ncol=2 if len(series) > 6 else 1)
+    return fig
+
+
+def _heldout_err(r: ResultRow) -> np.ndarray:
+    """`r`'s held-out 95% CI as error-bar lengths below and above its held-out gain (zero where not known)."""
+    lo = r.heldout_gain - r.heldout_ci_low if _fin(r.heldout_gain, r.heldout_ci_low) else 0.0
+    hi = r.heldout_ci_high - r.heldout_gain if _fin(r.heldout_gain, r.heldout_ci_high) else 0.0
+    return np.array([[max(lo, 0.0)], [max(hi, 0.0)]])
+
+
+def fig_curse(panels: list[tuple[str, float, str, list[Group]]]):
+    """The winner's curse: every configuration re-measured on held-out items, its search gain (x) against its
+    held-out gain (y), both with 95% CIs, on the diagonal y = x where selection overstates nothing. One panel
+    per (title, scale, unit, groups) — gains multiplied by `scale` into `unit` — coloured by model, marked by
+    task; a gold ring marks a confirmed configuration, a purple one a held-out-alone gain."""
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    pts = [
+        (title, scale, unit, [(g, r) for g in gs for r in g.rows if r.remeasured and _fin(r.gain, r.heldout_gain)])
+        for title, scale, unit, gs in panels
+    ]
+    pts = [p for p in pts if p[3]]
+    if not pts:
+        return None
+    fig, axes = _new_fig(6.0 * len(pts) + 1.8, 5.4, ncols=len(pts))
+    colors, marks = colormaps["tab10"], "osD^vP*X"
+    models = list(dict.fromkeys(g.model for *_, gr in pts for g, _ in gr))
+    tasks = list(dict.fromkeys(g.task for *_, gr in pts for g, _ in gr))
+    for ax, (title, scale, unit, gr) in zip(axes, pts):
+        for g, r in gr:
+            x, y = scale * r.gain, scale * r.heldout_gain
+            xe, ye = scale * _yerr([r]), scale * _heldout_err(r)
+            c = colors(models.index(g.model) % 10)
+            ax.errorbar([x], [y], xerr=xe, yerr=ye, color=c, alpha=0.25, lw=0.8, ls="")
+            ax.scatter([x], [y], color=c, marker=marks[tasks.index(g.task) % len(marks)], s=22, zorder=3)
+            ring = (
+                (CONFIRMED_COLOUR, "confirmed")
+                if r.confirmed
+                else (HELDOUT_COLOUR, "heldout-alone")
+                if r.heldout_better
+                else None
+            )
+            if ring:
+                ax.scatter([x], [y], s=150, facecolors="none", edgecolors=ring[0], lw=1.6, zorder=4, gid=ring[1])
+        lo = min(min(scale * r.gain, scale * r.heldout_gain) for _, r in gr)
+        hi = max(max(scale * r.gain, scale * r.heldout_gain) for _, r in gr)
+        pad = 0.05 * (hi - lo or 1.0)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#888888", lw=0.8, ls="--", zorder=1)
+        _zero_line(ax)
+        ax.axvline(0.0, color="#888888", lw=0.6)
+        ax.set_xlabel(f"search gain ({unit})")
+        ax.set_ylabel(f"held-out gain ({unit})")
+        below = sum(r.heldout_gain < r.gain for _, r in gr)
+        ax.set_title(f"{title}: {below} of {len(gr)} below the diagonal", fontsize=10)
+    handles = [Line2D([], [], ls="", marker="o", color=colors(i % 10), label=m) for i, m in enumerate(models)]
+    handles += [
+        Line2D([], [], ls="", marker=marks[i % len(marks)], color="#555555", label=t) for i, t in enumerate(tasks)
+    ]
+    handles += [
+        Line2D([], [], ls="", marker="o", mfc="none", mec=CONFIRMED_COLOUR, ms=9, mew=1.5, label="confirmed"),
+        Line2D(
+            [], [], ls="", marker="o", mfc="none", mec=HELDOUT_COLOUR, ms=9, mew=1.5, label="better on held-out alone"
+        ),
+        Line2D([], [], ls="--", color="#888888", label="held-out = search"),
+    ]
+    fig.legend(handles=handles, fontsize=7, loc="outside right upper")
+    fig.suptitle("winner's curse: the re-measured configurations, search vs held-out (95% CIs)", fontsize=11)
     return fig

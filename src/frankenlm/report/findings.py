@@ -10,11 +10,12 @@ re-measured configurations, the confirmatory family of a select-then-test design
 merged into, the confirmed ones, with both stages' numbers, and is exported and shown generating like them.
 
 Questions answered, per model: which single-layer repeats help or hurt (on normalised depth, the first layers
-singled out, whole and attention-only), how the gain changes with the number of repeats, how the picture changes
-with size, whether bits per byte ranks configurations as the benchmarks do (Spearman rho over the
-configurations both measured), the per-item ceiling (how many of the base's wrong answers some configuration
-gets right, against what the configuration chosen on search items fixes on held-out items), the winner's curse
-(search → held-out shrinkage), gain per extra FLOP, and the compute each model took (from the units' records).
+singled out, whole and attention-only), what the strided (i, j) block scan finds (verdict counts, the best and worst
+block, whether block length decides; RYS-style heatmaps), how the gain changes with the number of repeats, how the
+picture changes with size, whether bits per byte ranks configurations as the benchmarks do (Spearman rho over the
+configurations both measured), the per-item ceiling (how many of the base's wrong answers some configuration gets
+right, against what the configuration chosen on search items fixes on held-out items), the winner's curse (search →
+held-out shrinkage), gain per extra FLOP, and the compute each model took (from the units' records).
 The document opens with "The answers so far": one plain answer per question, each sentence counted from the
 same rows (`_answers_lines`), before the sections that hold the detail.
 Those configurations are shown exported, reloaded and generating from `showcase.json` (written by the one
@@ -29,6 +30,7 @@ import statistics
 from pathlib import Path
 
 from frankenlm.report.fmt import plural
+from frankenlm.report.prose import block_lengths
 from frankenlm.study.results import ALPHA, Group, ResultRow, fin, read_results
 from frankenlm.study.spec import StudySpec
 from frankenlm.study.store import PAUSE_EXCESS_S, PAUSE_FACTOR
@@ -146,6 +148,43 @@ def _group_summary(g: Group) -> str:
     if n:
         line += f"; winner's curse over {n} re-measured: search {scale * s:+.2f} → held-out {scale * h:+.2f}"
     return line
+
+
+MIN_SCAN = 3  # blocks that make a scan (a task measures fewer when only selected configurations carry to it)
+
+
+def _scan(g: Group) -> list[ResultRow]:
+    """`g`'s (i, j) block repeats with a finite gain, when there are enough for a scan (else none)."""
+    rows = [r for r in g.rows if r.design == "repeat-block" and r.i is not None and r.j is not None and fin(r.gain)]
+    return rows if len(rows) >= MIN_SCAN else []
+
+
+def _blocks_line(g: Group) -> str | None:
+    """`g`'s strided (i, j) block scan in one line: how many blocks, their verdicts, the best and the worst on
+    search (with held-out where re-measured), and whether block length decides the verdict."""
+    rows = _scan(g)
+    if not rows:
+        return None
+    scale, unit = _unit(g)
+    depth = g.n_layers() or 1
+    full = [r for r in rows if not r.stopped_early] or rows
+    best, worst = max(full, key=lambda r: r.gain), min(rows, key=lambda r: r.gain)
+
+    def at(r: ResultRow) -> str:
+        return f"`{r.i}..{r.j}` (depth {r.i / depth:.2f}–{r.j / depth:.2f}) {_pm(r, scale)}"
+
+    held = f", held-out {_held(best, scale)}" if best.remeasured else ""
+    n_stop = sum(r.stopped_early for r in rows)
+    stopped = (
+        f"; racing stopped {n_stop} early, on a slice of the search items"
+        if _done(g)
+        else f"; {n_stop} so far on a slice of the search items"
+    )
+    return (
+        f"- {g.model} · {g.task} ({unit}): {plural(len(rows), 'block')} "
+        f"({_verdict_counts(rows)}{stopped if n_stop else ''}); best on search {at(best)} ({_verdict(best, g)}{held}); "
+        f"worst {at(worst)} ({_verdict(worst, g)}). {block_lengths(g)}"
+    )
 
 
 def _layers_table(g: Group) -> list[str]:
@@ -679,11 +718,16 @@ def _figures(groups: list[Group], fig_dir: Path | None, link_dir: str) -> dict[s
 
     for task in dict.fromkeys(g.task for g in groups):
         save("size", F.fig_sizes([g for g in groups if g.task == task]), f"sizes-{task}", f"gain vs depth, {task}")
+    kinds = [(k, *_unit(gs[0]), gs) for k, gs in _by_kind(groups) if gs]
+    panels = [(k, scale, "accuracy points" if _is_acc(gs[0]) else unit, gs) for k, scale, unit, gs in kinds]
+    save("curse", F.fig_curse(panels), "winners-curse", "search vs held-out gain of every re-measured configuration")
     for g in groups:
         slug = f"{g.model}-{g.task}"
         save("repeats", F.fig_repeats(g), f"repeats-{slug}", f"repeat curves, {g.model} · {g.task}")
         save("layers", F.fig_sublayers(g), f"sublayers-{slug}", f"sublayer repeats, {g.model} · {g.task}")
         save("healed", F.fig_scales(g), f"scales-{slug}", f"damped repeats, {g.model} · {g.task}")
+        if _scan(g):
+            save("blocks", F.fig_heatmap(g), f"blocks-{slug}", f"block scan, {g.model} · {g.task}")
     return out
 
 
@@ -818,6 +862,19 @@ def findings_markdown(
         if rep:
             lines += [f"- {g.model} · {g.task}:", *rep]
     lines += ["", *figs.get("repeats", [])]
+    blocks = [x for g in groups if (x := _blocks_line(g))]
+    if blocks:
+        lines += [
+            "",
+            "## Repeated blocks (the strided (i, j) scan)",
+            "",
+            "Each block of consecutive layers i..j run a second time, undamped (the RYS scan); gains on search "
+            "items with their 95% CIs and Holm verdicts across the task's configurations.",
+            "",
+            *blocks,
+            "",
+            *figs.get("blocks", []),
+        ]
     if figs.get("healed"):
         lines += ["", "## Healed (damped) repeats", "", *figs["healed"]]
     lines += [
@@ -839,6 +896,12 @@ def findings_markdown(
         "## The per-item ceiling",
         "",
         *(_ceiling_lines(studies) or ["(needs an accuracy benchmark)"]),
+        "",
+        "## How much selection overstates (the winner's curse)",
+        "",
+        *([x.replace("  - ", "- ", 1) for x in _answer_curse(groups)] or ["(nothing re-measured yet)"]),
+        "",
+        *figs.get("curse", []),
         "",
         "## Gain per extra FLOP",
         "",

@@ -196,6 +196,40 @@ def _threshold(xs: list[int], flags: list[bool]) -> tuple[str, int] | None:
     return None
 
 
+def block_lengths(g: Group) -> str | None:
+    """Whether block length decides the verdict of `g`'s repeated (i, j) blocks: the share of significantly
+    worse blocks at the shortest and longest length, and the length from which every block is worse (None
+    without block repeats)."""
+    blocks = [r for r in g.rows if r.design == "repeat-block" and r.i is not None and r.j is not None and _fin(r.gain)]
+    if not blocks:
+        return None
+    by_len: dict[int, list[ResultRow]] = {}
+    for r in blocks:
+        by_len.setdefault(r.j - r.i + 1, []).append(r)
+    lengths = sorted(by_len)
+    frac = {L: sum(r.worse for r in by_len[L]) / len(by_len[L]) for L in lengths}
+    lstar = None
+    for L in reversed(lengths):
+        if frac[L] < 1.0:
+            break
+        lstar = L
+    first, last = lengths[0], lengths[-1]
+    share = (
+        f"the share of significantly worse blocks is {100 * frac[first]:.0f}% at length {first} and "
+        f"{100 * frac[last]:.0f}% at length {last}"
+    )
+    if not any(frac.values()):
+        return f"No repeated block is significantly worse at any length ({first}–{last} layers)."
+    if lstar is None:
+        return f"Among repeated blocks, no block length makes every block significantly worse ({share})."
+    if lstar == first:
+        return "Every repeated block of every length is significantly worse: no length threshold."
+    return (
+        f"Every repeated block of {lstar} or more layers is significantly worse, while shorter "
+        f"ones are not all worse: a length threshold at {lstar} layers ({share})."
+    )
+
+
 def _answer_threshold(g: Group) -> str:
     parts = []
     n = g.n_layers()
@@ -233,34 +267,8 @@ def _answer_threshold(g: Group) -> str:
                     f"Single-layer repeats that are {word}: {_ranges(hits)}; these are not all the "
                     "layers on one side of a cut-off, so there is no clean positional threshold."
                 )
-    blocks = [r for r in g.rows if r.design == "repeat-block" and r.i is not None and r.j is not None and _fin(r.gain)]
-    if blocks:
-        by_len: dict[int, list[ResultRow]] = {}
-        for r in blocks:
-            by_len.setdefault(r.j - r.i + 1, []).append(r)
-        lengths = sorted(by_len)
-        frac = {L: sum(r.worse for r in by_len[L]) / len(by_len[L]) for L in lengths}
-        lstar = None
-        for L in reversed(lengths):
-            if frac[L] < 1.0:
-                break
-            lstar = L
-        first, last = lengths[0], lengths[-1]
-        share = (
-            f"the share of significantly worse blocks is {100 * frac[first]:.0f}% at length {first} and "
-            f"{100 * frac[last]:.0f}% at length {last}"
-        )
-        if not any(frac.values()):
-            parts.append(f"No repeated block is significantly worse at any length ({first}–{last} layers).")
-        elif lstar is None:
-            parts.append(f"Among repeated blocks, no block length makes every block significantly worse ({share}).")
-        elif lstar == first:
-            parts.append("Every repeated block of every length is significantly worse: no length threshold.")
-        else:
-            parts.append(
-                f"Every repeated block of {lstar} or more layers is significantly worse, while shorter "
-                f"ones are not all worse: a length threshold at {lstar} layers ({share})."
-            )
+    if (blocks := block_lengths(g)) is not None:
+        parts.append(blocks)
     if not parts:
         return "Neither single-layer nor block repeats were measured across enough layers to look for a threshold."
     return " ".join(parts)

@@ -371,10 +371,11 @@ class Group:
     depth: int | None
     base: ResultRow | None
     rows: list[ResultRow]
-    blocks: dict[tuple[int, int], ResultRow] = field(default_factory=dict)
-    layer_reps: dict[tuple[int, int], ResultRow] = field(default_factory=dict)
-    subs: dict[tuple[int, str], ResultRow] = field(default_factory=dict)
-    ranked: list[ResultRow] = field(default_factory=list)
+    # ---- derived from `rows` in __post_init__ (not init fields, so `dataclasses.replace(g, rows=...)` rebuilds them)
+    blocks: dict[tuple[int, int], ResultRow] = field(default_factory=dict, init=False)
+    layer_reps: dict[tuple[int, int], ResultRow] = field(default_factory=dict, init=False)
+    subs: dict[tuple[int, str], ResultRow] = field(default_factory=dict, init=False)
+    ranked: list[ResultRow] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         # rows of the design a shape belongs to first, then rows of other designs with the same plan
