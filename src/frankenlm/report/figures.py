@@ -76,10 +76,24 @@ def _new_fig(w: float, h: float, ncols: int = 1):
     return fig, list(axes)
 
 
-def _yerr(rows: list[ResultRow]) -> np.ndarray:
-    lo = [max(r.gain - r.ci_low, 0.0) if _fin(r.gain, r.ci_low) else 0.0 for r in rows]
-    hi = [max(r.ci_high - r.gain, 0.0) if _fin(r.gain, r.ci_high) else 0.0 for r in rows]
+def _yerr(rows: list[ResultRow], heldout: bool = False) -> np.ndarray:
+    """The rows' 95% CIs (search, or held-out) as error-bar lengths below and above the gain (0 where unknown)."""
+    stats = [
+        (r.heldout_gain, r.heldout_ci_low, r.heldout_ci_high) if heldout else (r.gain, r.ci_low, r.ci_high)
+        for r in rows
+    ]
+    lo = [max(g - low, 0.0) if _fin(g, low) else 0.0 for g, low, _ in stats]
+    hi = [max(high - g, 0.0) if _fin(g, high) else 0.0 for g, _, high in stats]
     return np.array([lo, hi])
+
+
+def _held_mark(r: ResultRow) -> tuple[str, str] | None:
+    """(colour, gid) of the ring or square marking `r` as confirmed or better on held-out items alone, else None."""
+    if r.confirmed:
+        return CONFIRMED_COLOUR, "confirmed"
+    if r.heldout_better:
+        return HELDOUT_COLOUR, "heldout-alone"
+    return None
 
 
 def _zero_line(ax) -> None:
@@ -162,8 +176,8 @@ def fig_heatmap(g: Group):
     cell_pt = 4.8 * 72 / max(len(starts_ax), len(ends_ax), 1)  # approximate cell side in points
     sig = [(a, b) for (a, b), r in cells.items() if r.significant and not r.stopped_early]
     stop = [(a, b) for (a, b), r in cells.items() if r.stopped_early]
-    conf = [(a, b) for (a, b), r in cells.items() if r.confirmed]
-    held = [(a, b) for (a, b), r in cells.items() if r.heldout_better and not r.confirmed]
+    marks = {(a, b): m for (a, b), r in cells.items() if (m := _held_mark(r))}
+    held = [c for c, m in marks.items() if m[1] == "heldout-alone"]
     clipped = [(a, b) for (a, b), r in cells.items() if not lo <= r.gain <= hi]
     if clipped:  # beyond the colour scale: drawn in its end colour and marked
         ax.scatter(
@@ -187,18 +201,18 @@ def fig_heatmap(g: Group):
             marker="x",
             lw=max(0.5, cell_pt / 18),
         )
-    for cells_, colour, gid in ((conf, CONFIRMED_COLOUR, "confirmed"), (held, HELDOUT_COLOUR, "heldout-alone")):
-        if cells_:
-            ax.scatter(
-                [b for _, b in cells_],
-                [a for a, _ in cells_],
-                s=(0.95 * cell_pt) ** 2,
-                facecolors="none",
-                edgecolors=colour,
-                marker="s",
-                lw=max(1.0, cell_pt / 10),
-                gid=gid,
-            )
+    for colour, gid in dict.fromkeys(marks.values()):
+        cells_ = [c for c, m in marks.items() if m[1] == gid]
+        ax.scatter(
+            [b for _, b in cells_],
+            [a for a, _ in cells_],
+            s=(0.95 * cell_pt) ** 2,
+            facecolors="none",
+            edgecolors=colour,
+            marker="s",
+            lw=max(1.0, cell_pt / 10),
+            gid=gid,
+        )
     ax.set_xlim(-0.5, len(ends_ax) - 0.5)
     ax.set_ylim(len(starts_ax) - 0.5, -0.5)
     for axis, vals in ((ax.xaxis, ends_ax), (ax.yaxis, starts_ax)):
@@ -600,13 +614,6 @@ def fig_scales(g: Group):
     return fig
 
 
-def _heldout_err(r: ResultRow) -> np.ndarray:
-    """`r`'s held-out 95% CI as error-bar lengths below and above its held-out gain (zero where not known)."""
-    lo = r.heldout_gain - r.heldout_ci_low if _fin(r.heldout_gain, r.heldout_ci_low) else 0.0
-    hi = r.heldout_ci_high - r.heldout_gain if _fin(r.heldout_gain, r.heldout_ci_high) else 0.0
-    return np.array([[max(lo, 0.0)], [max(hi, 0.0)]])
-
-
 def fig_curse(panels: list[tuple[str, float, str, list[Group]]]):
     """The winner's curse: every configuration re-measured on held-out items, its search gain (x) against its
     held-out gain (y), both with 95% CIs, on the diagonal y = x where selection overstates nothing. One panel
@@ -629,18 +636,11 @@ def fig_curse(panels: list[tuple[str, float, str, list[Group]]]):
     for ax, (title, scale, unit, gr) in zip(axes, pts):
         for g, r in gr:
             x, y = scale * r.gain, scale * r.heldout_gain
-            xe, ye = scale * _yerr([r]), scale * _heldout_err(r)
+            xe, ye = scale * _yerr([r]), scale * _yerr([r], heldout=True)
             c = colors(models.index(g.model) % 10)
             ax.errorbar([x], [y], xerr=xe, yerr=ye, color=c, alpha=0.25, lw=0.8, ls="")
             ax.scatter([x], [y], color=c, marker=marks[tasks.index(g.task) % len(marks)], s=22, zorder=3)
-            ring = (
-                (CONFIRMED_COLOUR, "confirmed")
-                if r.confirmed
-                else (HELDOUT_COLOUR, "heldout-alone")
-                if r.heldout_better
-                else None
-            )
-            if ring:
+            if ring := _held_mark(r):
                 ax.scatter([x], [y], s=150, facecolors="none", edgecolors=ring[0], lw=1.6, zorder=4, gid=ring[1])
         lo = min(min(scale * r.gain, scale * r.heldout_gain) for _, r in gr)
         hi = max(max(scale * r.gain, scale * r.heldout_gain) for _, r in gr)

@@ -155,7 +155,7 @@ MIN_SCAN = 3  # blocks that make a scan (a task measures fewer when only selecte
 
 def _scan(g: Group) -> list[ResultRow]:
     """`g`'s (i, j) block repeats with a finite gain, when there are enough for a scan (else none)."""
-    rows = [r for r in g.rows if r.design == "repeat-block" and r.i is not None and r.j is not None and fin(r.gain)]
+    rows = g.block_rows()
     return rows if len(rows) >= MIN_SCAN else []
 
 
@@ -718,8 +718,11 @@ def _figures(groups: list[Group], fig_dir: Path | None, link_dir: str) -> dict[s
 
     for task in dict.fromkeys(g.task for g in groups):
         save("size", F.fig_sizes([g for g in groups if g.task == task]), f"sizes-{task}", f"gain vs depth, {task}")
-    kinds = [(k, *_unit(gs[0]), gs) for k, gs in _by_kind(groups) if gs]
-    panels = [(k, scale, "accuracy points" if _is_acc(gs[0]) else unit, gs) for k, scale, unit, gs in kinds]
+    panels = [
+        (k, _unit(gs[0])[0], "accuracy points" if _is_acc(gs[0]) else _unit(gs[0])[1], gs)
+        for k, gs in _by_kind(groups)
+        if gs
+    ]
     save("curse", F.fig_curse(panels), "winners-curse", "search vs held-out gain of every re-measured configuration")
     for g in groups:
         slug = f"{g.model}-{g.task}"

@@ -200,7 +200,7 @@ def block_lengths(g: Group) -> str | None:
     """Whether block length decides the verdict of `g`'s repeated (i, j) blocks: the share of significantly
     worse blocks at the shortest and longest length, and the length from which every block is worse (None
     without block repeats)."""
-    blocks = [r for r in g.rows if r.design == "repeat-block" and r.i is not None and r.j is not None and _fin(r.gain)]
+    blocks = g.block_rows()
     if not blocks:
         return None
     by_len: dict[int, list[ResultRow]] = {}

@@ -393,6 +393,13 @@ class Group:
     def has(self, design: str) -> bool:
         return any(r.design == design for r in self.rows)
 
+    def block_rows(self) -> list[ResultRow]:
+        """The rows of the (i, j) block-repeat design with a finite gain (the scan; not the same plans measured
+        under another design)."""
+        return [
+            r for r in self.rows if r.design == "repeat-block" and r.i is not None and r.j is not None and fin(r.gain)
+        ]
+
     def block(self, i: int, j: int) -> ResultRow | None:
         return self.blocks.get((i, j))
 
