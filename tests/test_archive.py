@@ -174,6 +174,53 @@ def test_findings_are_generated_from_the_results_alone(tiny_dir, tmp_path):  # n
         assert bad.exit_code == 2 and "is not writable" in bad.output, bad.output
 
 
+def test_a_held_out_check_is_done_once_the_runner_records_it_not_at_its_first_unit(tiny_dir, tmp_path):  # noqa: F811
+    """A run interrupted inside a task's held-out check (one of its configurations re-measured): the coverage
+    table says how far the check is, the answers are 'so far', and the held-out p-value is adjusted over the
+    whole family (the tests not made yet count as p = 1); once the runner records the check, the task is done."""
+    import json
+    import sqlite3
+
+    from frankenlm.study.results import read_results
+    from frankenlm.study.runner import rewrite_results
+    from frankenlm.study.store import item_set_digest
+
+    spec = tiny_spec(str(tiny_dir), early=False)
+    run = run_study(spec, tmp_path / "run")
+    out = tmp_path / "FINDINGS.md"
+
+    def render() -> str:
+        res = CliRunner().invoke(app, ["findings", str(run), "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        return out.read_text()
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    ((name, info),) = manifest["models"].items()
+    text = render()
+    assert f"| {name} | done |" in text and "\n## The answers\n" in text
+    (g,) = read_results(run).groups()
+    assert g.checked() and g.heldout_family() == spec.heldout_top_k == 2
+    # the check interrupted after its first configuration: no record of it, the second's unit not stored
+    t = info["tasks"]["lambada_passages"]
+    first, second = t.pop("heldout_plans")
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    store = Store.for_spec(run / "results.sqlite", spec)
+    key = store.key(
+        Unit(info["digest"], second, "lambada_passages", item_set_digest("lambada_passages", t["heldout"]), spec.dtype)
+    )
+    store.close()
+    with sqlite3.connect(run / "results.sqlite") as db:
+        assert db.execute("DELETE FROM results WHERE key=?", (key,)).rowcount == 1
+    rewrite_results(run)
+    text = render()
+    assert f"| {name} | in progress (held-out check: 1 of 2 re-measured) |" in text
+    assert "\n## The answers so far\n" in text
+    (g,) = read_results(run).groups()
+    (r,) = [r for r in g.rows if r.remeasured]
+    assert r.config == first and not g.checked() and g.heldout_family() == 2
+    assert r.heldout_p_holm == pytest.approx(min(1.0, 2 * r.heldout_p))  # Holm over 2, the missing test as p = 1
+
+
 def test_a_study_refuses_a_foreign_archive_before_writing(tiny_dir, tmp_path):  # noqa: F811
     bad = tmp_path / "x.parquet"
     bad.write_text("not parquet")

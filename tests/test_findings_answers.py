@@ -8,6 +8,7 @@ import numpy as np
 
 from frankenlm.report.findings import (
     _answers_lines,
+    _both_stages,
     _flop_lines,
     _proxy_lines,
     _repeats_lines,
@@ -254,6 +255,15 @@ def test_a_gain_significant_on_held_out_items_alone_is_reported_beside_the_confi
         "configurations re-measured), search +2.00 [-1.00, +5.00] (Holm p 0.400 across 4 configurations)"
     )  # search Holm by hand over the 2 finite p-values: 2 x 0.2 = 0.4, then max(0.4, 0.3)
     assert "on benchmark accuracy: no by the pre-registered rule" in text
+    # while the held-out check still runs (2 of its 3 re-measured), the p-value is quoted against the family it
+    # was adjusted over, the test not made yet counted as p = 1: Holm over 3, 3 x 1e-6
+    running = adjust_pvalues([acc.base, acc.rows[0], held, acc.rows[2], other], heldout_family=3)
+    g3 = replace(acc, rows=running[1:], heldout_done=False, heldout_k=3)
+    r3 = next(x for x in g3.rows if x.config == r.config)
+    assert (
+        "(Holm p 3.0e-06 across the 3 configurations the held-out check re-measures, 2 so far, the rest as p = 1)"
+        in _both_stages(g3, r3)
+    )
     assert (
         "    - but significant on held-out items alone (selected on search, then Holm across the task's re-measured "
         f"configurations), 1 configuration: {stages}. Not confirmed"

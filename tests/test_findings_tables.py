@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from frankenlm.report.findings import _compute_lines, _coverage_lines
+from frankenlm.study.results import Group
 
 
 def _c(units, seconds, paused=0):
@@ -67,16 +68,32 @@ def test_a_task_is_begun_by_units_in_its_own_dtype_not_by_an_earlier_protocols(t
     begun = {"models": {"m": {"tasks": {"lambada": {}, "arc": {}, "piqa": {}}}}}  # the (carried-over) manifest
     (tmp_path / "manifest.json").write_text(json.dumps(begun))
     study = {"compute": {"m": {"arc": {"float32": _c(3, 30.0)}, "piqa": {"bfloat16": _c(9, 90.0)}}}}
-    lines = _coverage_lines([tmp_path], [], [study])
-    assert lines[0] == "| model | lambada | arc | piqa |"
+    lines, complete = _coverage_lines([tmp_path], [], [study])
+    assert lines[0] == "| model | lambada | arc | piqa |" and not complete
     assert lines[2] == "| m | not started | in progress (the base's search slices not all run) | not started |"
     # a study.json written before the compute summary: the manifest decides
-    lines = _coverage_lines([tmp_path], [], [{}])
+    lines, _ = _coverage_lines([tmp_path], [], [{}])
     assert lines[2] == "| m |" + " in progress (the base's search slices not all run) |" * 3
 
 
 def test_a_spec_without_a_dtype_scores_its_tasks_in_the_study_specs_default(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps({"models": ["m"], "tasks": [{"name": "lambada"}, {"name": "arc"}]}))
     study = {"compute": {"m": {"lambada": {"bfloat16": _c(2, 20.0)}, "arc": {"float32": _c(3, 30.0)}}}}
-    lines = _coverage_lines([tmp_path], [], [study])  # StudySpec's default dtype is bfloat16: arc is not begun
+    lines, _ = _coverage_lines([tmp_path], [], [study])  # StudySpec's default dtype is bfloat16: arc is not begun
     assert lines[2] == "| m | in progress (the base's search slices not all run) | not started |"
+
+
+def test_the_coverage_names_a_model_given_by_path_as_its_results_do(tmp_path):
+    """A spec may name a model by folder, .gguf file or hub id; results name it as loading does (the folder's or
+    file's name, the id), and so must the coverage table, also for a folder not on this machine (it said 'not
+    started' beside a finished task)."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    sources = [str(folder), "/elsewhere/m.gguf", "org/hub-model", "/not/here/gone"]
+    (tmp_path / "spec.json").write_text(json.dumps({"models": sources, "tasks": [{"name": "lambada"}]}))
+    names = ["tiny", "m.gguf", "org/hub-model", "gone"]
+    groups = [Group(n, "lambada", "bits_per_byte", False, 4, None, [], heldout_done=True) for n in names]
+    lines, complete = _coverage_lines([tmp_path], groups, [{}])
+    assert lines[2:6] == [f"| {n} | done |" for n in names] and complete
+    lines, complete = _coverage_lines([tmp_path], groups[:3], [{}])
+    assert lines[5] == "| /not/here/gone | not started |" and not complete

@@ -145,21 +145,22 @@ def _dir_digest(path: Path) -> str:
 
 def resolve(source: str) -> tuple[str, Path, str]:
     """(display name, HF directory, digest) for a model source, converting GGUFs on first use."""
+    name = zoo.display_name(source)
     if source in zoo.ZOO:
         gguf = zoo.gguf_path(source)
         digest = zoo.ZOO[source].sha256
-        return source, _convert_gguf(gguf, digest), digest
+        return name, _convert_gguf(gguf, digest), digest
     p = Path(source).expanduser()
     if source.endswith(".gguf") or (p.is_file() and p.suffix == ".gguf"):
         _check_gguf_header(p)
         digest = zoo.sha256_file(p)
-        return p.name, _convert_gguf(p.resolve(), digest), digest
+        return name, _convert_gguf(p.resolve(), digest), digest
     if p.is_dir():
         if not (p / "config.json").exists():
             raise FrankenError(f"directory {source!r} has no config.json: it is not a Hugging Face model directory")
-        return p.name, p, _dir_digest(p)
+        return name, p, _dir_digest(p)
     if "/" in source and not p.exists():
-        return source, Path(_hub_download(source)), ""
+        return name, Path(_hub_download(source)), ""
     raise FrankenError(
         f"unknown model {source!r}: give a zoo name ({', '.join(zoo.ZOO)}), a .gguf file, a model directory "
         "or a Hugging Face id (org/name)"

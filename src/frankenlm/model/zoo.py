@@ -102,6 +102,15 @@ def cache_root() -> Path:
     return Path(root)
 
 
+def display_name(source: str) -> str:
+    """The name a model source goes by in results: a zoo name itself, a .gguf file or a model directory its
+    file or folder name, a Hugging Face id itself (the name `loading.resolve` gives the loaded model)."""
+    if source in ZOO:
+        return source
+    p = Path(source).expanduser()
+    return p.name if source.endswith(".gguf") or p.suffix == ".gguf" or p.is_dir() else source
+
+
 def get(name: str) -> ZooModel:
     if name not in ZOO:
         raise FrankenError(f"unknown model {name!r}: the offline zoo has {', '.join(ZOO)}")

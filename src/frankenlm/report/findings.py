@@ -16,8 +16,8 @@ picture changes with size, whether bits per byte ranks configurations as the ben
 configurations both measured), the per-item ceiling (how many of the base's wrong answers some configuration gets
 right, against what the configuration chosen on search items fixes on held-out items), the winner's curse (search →
 held-out shrinkage), gain per extra FLOP, and the compute each model took (from the units' records).
-The document opens with "The answers so far": one plain answer per question, each sentence counted from the
-same rows (`_answers_lines`), before the sections that hold the detail.
+The document opens with "The answers" ("so far" while the run is unfinished): one plain answer per question,
+each sentence counted from the same rows (`_answers_lines`), before the sections that hold the detail.
 Those configurations are shown exported, reloaded and generating from `showcase.json` (written by the one
 step that loads models, `frankenlm findings --showcase`; see `frankenlm.cli.showcase`). Figures (matplotlib,
 the report's own) are written to a folder beside the document and linked from it.
@@ -29,6 +29,7 @@ import math
 import statistics
 from pathlib import Path
 
+from frankenlm.model.zoo import display_name
 from frankenlm.report.fmt import plural
 from frankenlm.report.prose import block_lengths
 from frankenlm.study.results import ALPHA, Group, ResultRow, fin, read_results
@@ -74,11 +75,6 @@ def _by_kind(groups: list[Group]) -> list[tuple[str, list[Group]]]:
     ]
 
 
-def _done(g: Group) -> bool:
-    """The task's held-out check has run (some configuration re-measured)."""
-    return any(r.remeasured for r in g.rows)
-
-
 def _full(g: Group) -> dict[str, ResultRow]:
     """The configurations measured on the full search budget, by plan text."""
     return {r.config: r for r in g.rows if not r.stopped_early and fin(r.gain)}
@@ -96,7 +92,9 @@ def _verdict(r: ResultRow, g: Group) -> str:
     if r.better:
         if r.remeasured:
             return "better on search, not confirmed on held-out items"
-        return "better on search, not among those re-measured" if _done(g) else "better on search, not yet re-measured"
+        return (
+            "better on search, not among those re-measured" if g.checked() else "better on search, not yet re-measured"
+        )
     if r.heldout_better:
         return f"no significant difference on search; **better on held-out items** (Holm p {_p(r.heldout_p_holm)})"
     if r.worse:
@@ -110,7 +108,7 @@ def _partial(r: ResultRow, g: Group) -> str:
     one, so the text says how far it got instead)."""
     if not r.stopped_early:
         return ""
-    if _done(g):
+    if g.checked():
         return " (stopped early)"
     total = g.base.n_items if g.base is not None and g.base.n_items else None
     return f" (so far on {r.n_items or 0:,}" + (f" of {total:,}" if total else "") + " search items)"
@@ -177,7 +175,7 @@ def _blocks_line(g: Group) -> str | None:
     n_stop = sum(r.stopped_early for r in rows)
     stopped = (
         f"; racing stopped {n_stop} early, on a slice of the search items"
-        if _done(g)
+        if g.checked()
         else f"; {n_stop} so far on a slice of the search items"
     )
     return (
@@ -215,7 +213,7 @@ def _repeats_lines(g: Group) -> list[str]:
             continue
         seq = ", ".join(f"r={r}: {scale * row.gain:+.2f}" + ("*" if row.stopped_early else "") for r, row in pts)
         best_r = max(pts, key=lambda p: p[1].gain)[0]
-        star = "stopped early" if _done(g) else "not on all search items yet"
+        star = "stopped early" if g.checked() else "not on all search items yet"
         out.append(f"  - layer {k}: {seq} (best r={best_r}; {unit}; * = {star})")
     return out
 
@@ -386,7 +384,9 @@ def _compute_lines(studies: list[dict]) -> list[str]:
     lines = [
         "Scoring time of every stored unit (a configuration on one slice of items, search, held-out and fp32 "
         "re-checks alike), summed from the units' own records: model time on the machine that computed them, "
-        "without model loading or bookkeeping. A record is wall time, so a unit scored while the run was paused "
+        "without model loading or bookkeeping, and without the base passes a resumed session re-runs to rebuild "
+        "the prefix states its configurations reuse on a slice whose base unit an earlier session stored (up to "
+        "one base unit's time per such slice). A record is wall time, so a unit scored while the run was paused "
         "(or shared its cores with another job) holds the pause: "
         f"{paused:,} such units (over {PAUSE_FACTOR:g}x their task's median time per item, and "
         f"more than {PAUSE_EXCESS_S:g} s above it) count at the median rate instead. Units marked *unused* are an "
@@ -409,13 +409,15 @@ def _compute_lines(studies: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def _coverage_lines(run_dirs: list[Path], groups: list[Group], studies: list[dict]) -> list[str]:
-    """Model × task: done (held-out re-measured), search only (in progress) or not started, per the studies'
-    specs; a document from an unfinished run says so before anything else. A task counts as begun where units
-    in its own dtype are stored (an earlier protocol's units in another precision do not begin it)."""
+def _coverage_lines(run_dirs: list[Path], groups: list[Group], studies: list[dict]) -> tuple[list[str], bool]:
+    """Model × task: done (held-out check finished), in progress (search, or the held-out check running) or not
+    started, per the studies' specs; a document from an unfinished run says so before anything else. A task
+    counts as begun where units in its own dtype are stored (an earlier protocol's units in another precision do
+    not begin it). Also whether every model × task of every spec is done."""
     import json
 
-    out = []
+    out: list[str] = []
+    complete = True
     for d, study in zip(run_dirs, studies, strict=True):
         sp = Path(d) / "spec.json"
         if not sp.is_file():
@@ -427,7 +429,11 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group], studies: list[dic
         default = spec.get("dtype") or StudySpec.dtype  # a task's dtype, else the spec's, else StudySpec's default
         dtypes = {t["name"]: t.get("dtype") or default for t in spec.get("tasks", [])}
         out += ["| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-        for m in spec.get("models", []):
+        known = {g.model for g in groups} | set(begun)
+        for source in spec.get("models", []):
+            m = display_name(source)  # results name a model as loading it does: a path by its folder's name
+            if m not in known and Path(source).name in known:  # a path that is not there on this machine
+                m = Path(source).name
             cells = []
             for t in tasks:
                 g = next((g for g in groups if g.model == m and t == g.task), None)
@@ -437,13 +443,16 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group], studies: list[dic
                     else:  # a study.json written before the compute summary: the manifest decides
                         started = t in (begun.get(m) or {}).get("tasks", {})
                     cells.append("in progress (the base's search slices not all run)" if started else "not started")
-                elif _done(g):
+                elif g.checked():
                     cells.append("done")
+                elif n_re := sum(r.remeasured for r in g.rows):
+                    cells.append(f"in progress (held-out check: {n_re} of {g.heldout_family()} re-measured)")
                 else:
                     cells.append(f"in progress ({plural(len(g.rows), 'configuration')} so far)")
             out.append(f"| {m} | " + " | ".join(cells) + " |")
+            complete = complete and all(c == "done" for c in cells)
         out.append("")
-    return out
+    return out, complete and bool(out)
 
 
 # ------------------------------------------------------------------------------------------ plain answers
@@ -460,12 +469,16 @@ def _heldout_only(g: Group) -> list[ResultRow]:
 def _both_stages(g: Group, r: ResultRow) -> str:
     """A held-out-alone row's two stages: held-out first (the test), then the search that selected it."""
     scale, unit = _unit(g)
-    n_re = sum(x.remeasured for x in g.rows)
+    n_re, n_fam = sum(x.remeasured for x in g.rows), g.heldout_family()
+    family = (
+        f"the {plural(n_fam, 'configuration')} re-measured"
+        if n_re >= n_fam
+        else f"the {plural(n_fam, 'configuration')} the held-out check re-measures, {n_re} so far, the rest as p = 1"
+    )
     n_cfg = sum(not x.is_base for x in g.rows)
     return (
         f"{g.model} · {g.task} `{r.config}` held-out {_held(r, scale)} {unit} (Holm p {_p(r.heldout_p_holm)} "
-        f"across the {plural(n_re, 'configuration')} re-measured), search {_pm(r, scale)} (Holm p {_p(r.p_holm)} "
-        f"across {plural(n_cfg, 'configuration')})"
+        f"across {family}), search {_pm(r, scale)} (Holm p {_p(r.p_holm)} across {plural(n_cfg, 'configuration')})"
     )
 
 
@@ -502,8 +515,8 @@ def _answer_help(groups: list[Group]) -> list[str]:
     out = []
     for kind, gs in _by_kind(groups):
         kind = "benchmark accuracy" if kind == "accuracy" else kind
-        done = [g for g in gs if _done(g)]
-        pending = f" ({len(gs) - len(done)} more in search)" if len(gs) > len(done) else ""
+        done = [g for g in gs if g.checked()]
+        pending = f" ({len(gs) - len(done)} more still running)" if len(gs) > len(done) else ""
         if not done:
             out.append(f"  - on {kind}: no model × task finished yet{pending}.")
             continue
@@ -687,9 +700,12 @@ def _answer_curse(groups: list[Group]) -> list[str]:
     return out
 
 
-def _answers_lines(groups: list[Group], studies: list[dict], params: dict[str, int]) -> list[str]:
-    """One plain answer per question, each a sentence built from the rows (the sections below give the detail)."""
-    lines = ["## The answers so far", ""]
+def _answers_lines(
+    groups: list[Group], studies: list[dict], params: dict[str, int], complete: bool = False
+) -> list[str]:
+    """One plain answer per question, each a sentence built from the rows (the sections below give the detail);
+    "so far" until every model × task the specs name is done."""
+    lines = ["## The answers" if complete else "## The answers so far", ""]
     lines += ["- **Does repeating layers help?**", *_answer_help(groups)]
     lines += ["- **Which layers help or hurt?**", *(_answer_layers(groups) or ["  - no single-layer repeats yet."])]
     lines += ["- **How many repeats?**", *(_answer_repeats(groups) or ["  - no repeat curves yet."])]
@@ -796,6 +812,7 @@ def findings_markdown(
     figs = _figures(groups, fig_dir, link_dir)
     models = list(dict.fromkeys(g.model for g in groups))
     command = "frankenlm findings " + " ".join(sources or [str(d) for d in run_dirs])
+    coverage, complete = _coverage_lines(run_dirs, groups, studies)
     lines = [
         "# Findings",
         "",
@@ -812,8 +829,8 @@ def findings_markdown(
         "",
         f"Models covered: {', '.join(models) or 'none yet'}.",
         "",
-        *_coverage_lines(run_dirs, groups, studies),
-        *_answers_lines(groups, studies, params),
+        *coverage,
+        *_answers_lines(groups, studies, params, complete),
         "## Does any configuration help?",
         "",
     ]

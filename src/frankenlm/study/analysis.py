@@ -211,6 +211,7 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
     signals_summary: dict = {}
     ceiling: dict = {}
     design_params: dict = {}
+    checked: dict[str, list[str]] = {}  # {model: [tasks whose held-out check has finished]}
     for name, info in manifest["models"].items():
         digest, depth = info["digest"], info["depth"]
         base_text = f"0..{depth - 1}"
@@ -226,6 +227,8 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
             if base is None:
                 continue
             base_held = _units(store, digest, base_text, task, [heldout], dtype)
+            if "heldout_plans" in t:  # the runner records the re-measured plans once their check has run
+                checked.setdefault(name, []).append(task)
             # the fp32 re-check of a task scored in a lower precision (a float32 task needs none)
             base32 = None if dtype == "float32" else _units(store, digest, base_text, task, slices, "float32")
             tasks_summary.setdefault(
@@ -314,6 +317,8 @@ def study_rows(run_dir: Path, store: Store) -> tuple[list[ResultRow], dict]:
         "ceiling": ceiling,  # {model: {task: per_item_ceiling}} for 0/1 metrics
         "compute": {n: store.compute(i["digest"]) for n, i in manifest["models"].items()},  # {model: {task: ...}}
         "design_params": design_params,  # {model: {plan: the design's parameters}} for the typed rows
+        "heldout_checked": checked,  # {model: [tasks]}: the held-out check has finished (not still running)
+        "heldout_top_k": spec.heldout_top_k,  # the held-out family's size (adjust_pvalues counts at least this)
     }
     return rows, summary
 

@@ -371,6 +371,9 @@ class Group:
     depth: int | None
     base: ResultRow | None
     rows: list[ResultRow]
+    # ---- from study.json (None / 0 where it predates them)
+    heldout_done: bool | None = None  # the task's held-out check has finished, not merely begun
+    heldout_k: int = 0  # how many configurations the held-out check re-measures: its Holm family's size
     # ---- derived from `rows` in __post_init__ (not init fields, so `dataclasses.replace(g, rows=...)` rebuilds them)
     blocks: dict[tuple[int, int], ResultRow] = field(default_factory=dict, init=False)
     layer_reps: dict[tuple[int, int], ResultRow] = field(default_factory=dict, init=False)
@@ -389,6 +392,15 @@ class Group:
                     table.setdefault(getattr(r, key), r)
         ok = [r for r in self.rows if not r.stopped_early and fin(r.gain)]
         self.ranked = sorted(ok, key=lambda r: (-r.gain, r.config))
+
+    def checked(self) -> bool:
+        """The held-out check has run: as study.json records it, else (an older one) any row re-measured."""
+        return self.heldout_done if self.heldout_done is not None else any(r.remeasured for r in self.rows)
+
+    def heldout_family(self) -> int:
+        """The number of held-out tests the Holm adjustment counts: those made, and at least the number the
+        protocol makes (`analysis.adjust_pvalues` counts the tests a running check has not made yet as p = 1)."""
+        return max(sum(r.remeasured for r in self.rows), self.heldout_k)
 
     def has(self, design: str) -> bool:
         return any(r.design == design for r in self.rows)
@@ -492,6 +504,8 @@ def groups(rows: list[ResultRow], study: dict) -> list[Group]:
     tasks = {t.get("name"): t for t in study.get("tasks") or [] if isinstance(t, dict)}
     order_m = list(dict.fromkeys([*(m.get("name") for m in models), *(r.model for r in rows)]))
     order_t = list(dict.fromkeys([*tasks, *(r.task for r in rows)]))
+    checked = study.get("heldout_checked")  # {model: [tasks]}; None in a study.json written before the record
+    k = _int(study.get("heldout_top_k")) or 0
     out = []
     for m in order_m:
         for t in order_t:
@@ -505,5 +519,6 @@ def groups(rows: list[ResultRow], study: dict) -> list[Group]:
             hib = bool(info["higher_is_better"]) if "higher_is_better" in info else rs[0].higher_is_better
             base = next((r for r in rs if r.is_base), None)
             depth = depths.get(m) or next((r.depth for r in rs if r.depth), None)
-            out.append(Group(m, t, metric, hib, depth, base, [r for r in rs if not r.is_base]))
+            done = None if not isinstance(checked, dict) else t in (checked.get(m) or [])
+            out.append(Group(m, t, metric, hib, depth, base, [r for r in rs if not r.is_base], done, k))
     return out
