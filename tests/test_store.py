@@ -41,10 +41,17 @@ def test_compute_counts_a_unit_that_holds_a_pause_of_the_run_at_its_task_median_
     s.put(unit(plan="0..3", items=tuple("abcdefgh")), eight, {"seconds": 30.0})  # 8 items: 3.75 s each
     s.put(unit(plan="0..3", dtype="float32"), [{"item_id": "a", "metrics": {}}], {"seconds": 50.0})  # own median
     s.put(unit(plan="0..3", task="u"), [{"item_id": "a", "metrics": {}}], {})  # no record: 0 s
+    # a resumed slice's base pass, run inside a unit and recorded apart from its own time: counted as it is
+    s.put(
+        unit(plan="0..4", dtype="float32"),
+        [{"item_id": "a", "metrics": {}}],
+        {"seconds": 5000.0, "prefix_states_seconds": 7.0},
+    )
     got = s.compute("d" * 8)
     # bf16 seconds per item: 2, 3, 4, 9, 1000, 3.75 -> median 3.875 (the paused unit counts at it)
     assert got["t"]["bfloat16"] == {"units": 6, "seconds": 2.0 + 3.0 + 4.0 + 9.0 + 30.0 + 3.875, "paused_units": 1}
-    assert got["t"]["float32"] == {"units": 1, "seconds": 50.0, "paused_units": 0}
+    # float32: 50 and 5000 s per item -> median 2525, neither paused; the 7 s base pass added as recorded
+    assert got["t"]["float32"] == {"units": 2, "seconds": 50.0 + 5000.0 + 7.0, "paused_units": 0}
     assert got["u"] == {"bfloat16": {"units": 1, "seconds": 0.0, "paused_units": 0}}
 
 

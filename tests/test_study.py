@@ -109,6 +109,54 @@ def test_prefix_reuse_gives_the_naive_numbers(tiny_dir, tmp_path):
     assert worst <= 1e-4
 
 
+@pytest.mark.parametrize("scoring", ["fast", "lm-eval"])
+def test_a_slice_whose_base_is_stored_runs_the_base_only_to_the_deepest_boundary(tiny_dir, scoring):
+    """A resumed slice whose base unit is stored scores no base pass: the first plan's own calls record the
+    prefix states in a base pass that stops entering the deepest boundary layer, its seconds leave that pass
+    out (recorded apart), and every plan's items equal those of the slice prepared with its base."""
+    from collections import Counter
+
+    from frankenlm.model.frankenmodel import decoder_layers
+    from frankenlm.model.plan import parse_plan
+    from frankenlm.study.units import SliceScorer
+
+    torch.set_num_threads(1)
+    spec = tiny_spec(str(tiny_dir), early=False)
+    spec.scoring = scoring
+    lm = load_model(str(tiny_dir))
+    docs = select_items(spec.tasks[0], lm.tokenizer, spec.slices, spec.seed).heldout
+    plans = [parse_plan("0..3,3,4..5"), parse_plan("0..1,1.attn,2..5")]  # base prefixes 4 and 2
+    # hooks on the base's own layers (a frankenmodel's positions are modules of their own sharing the tensors,
+    # so these count the base's passes only)
+    calls: Counter = Counter()
+    hooks = [
+        layer.register_forward_hook(lambda *a, k=k: calls.update([k]))
+        for k, layer in enumerate(decoder_layers(lm.model))
+    ]
+    try:
+        full = SliceScorer(spec, lm)
+        full.prepare(docs, [full.base, *plans])
+        batches = calls[0]
+        assert batches > 0 and [calls[k] for k in range(6)] == [batches] * 6  # the base scored: every layer
+        expected = [full.score(p)[0] for p in plans]
+        calls.clear()
+        resumed = SliceScorer(spec, lm)
+        resumed.prepare(docs, plans)
+        assert not calls, "a base pass ran although the base is not wanted"
+        items, meta = resumed.score(plans[0], remaining=plans[1:])
+    finally:
+        for h in hooks:
+            h.remove()
+    # the states pass stops entering layer 4, the deepest boundary: layers 4 and 5 of the base never ran
+    assert [calls[k] for k in range(6)] == [batches] * 4 + [0, 0]
+    assert items == expected[0] and meta["prefix_reused"] == 4
+    assert meta["prefix_states_seconds"] > 0 and meta["seconds"] > 0
+    items, meta = resumed.score(plans[1], remaining=[])
+    assert items == expected[1] and meta["prefix_reused"] == 2 and "prefix_states_seconds" not in meta
+    # asked for after all, the base is scored then
+    assert resumed.score(resumed.base)[0] == full.score(full.base)[0]
+
+
 def test_racing_stops_clearly_worse_configs_but_never_the_leaders(tiny_dir, tmp_path):
     spec = tiny_spec(str(tiny_dir))
     # aggressive, so that something stops on this tiny budget

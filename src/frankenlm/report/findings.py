@@ -384,9 +384,11 @@ def _compute_lines(studies: list[dict]) -> list[str]:
     lines = [
         "Scoring time of every stored unit (a configuration on one slice of items, search, held-out and fp32 "
         "re-checks alike), summed from the units' own records: model time on the machine that computed them, "
-        "without model loading or bookkeeping, and without the base passes a resumed session re-runs to rebuild "
-        "the prefix states its configurations reuse on a slice whose base unit an earlier session stored (up to "
-        "one base unit's time per such slice). A record is wall time, so a unit scored while the run was paused "
+        "without model loading or bookkeeping. A resumed session re-runs a base pass to rebuild the prefix states "
+        "its configurations reuse on a slice whose base unit an earlier session stored: units record that pass, "
+        "cut at the deepest layer the slice's remaining configurations reuse, and it is counted; units stored "
+        "before frankenlm recorded it leave it out (up to one base unit's time per slice resumed that way). "
+        "A record is wall time, so a unit scored while the run was paused "
         "(or shared its cores with another job) holds the pause: "
         f"{paused:,} such units (over {PAUSE_FACTOR:g}x their task's median time per item, and "
         f"more than {PAUSE_EXCESS_S:g} s above it) count at the median rate instead. Units marked *unused* are an "
@@ -445,7 +447,7 @@ def _coverage_lines(run_dirs: list[Path], groups: list[Group], studies: list[dic
                     cells.append("in progress (the base's search slices not all run)" if started else "not started")
                 elif g.checked():
                     cells.append("done")
-                elif n_re := sum(r.remeasured for r in g.rows):
+                elif n_re := g.n_remeasured():
                     cells.append(f"in progress (held-out check: {n_re} of {g.heldout_family()} re-measured)")
                 else:
                     cells.append(f"in progress ({plural(len(g.rows), 'configuration')} so far)")
@@ -469,7 +471,7 @@ def _heldout_only(g: Group) -> list[ResultRow]:
 def _both_stages(g: Group, r: ResultRow) -> str:
     """A held-out-alone row's two stages: held-out first (the test), then the search that selected it."""
     scale, unit = _unit(g)
-    n_re, n_fam = sum(x.remeasured for x in g.rows), g.heldout_family()
+    n_re, n_fam = g.n_remeasured(), g.heldout_family()
     family = (
         f"the {plural(n_fam, 'configuration')} re-measured"
         if n_re >= n_fam

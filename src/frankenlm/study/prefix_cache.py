@@ -5,11 +5,15 @@ layer k. `PrefixCache.base_forward` runs the base model once per input batch and
 entering each needed layer; `forward_for(plan)` then runs only the plan's suffix (a zero-copy frankenmodel of
 positions k..end fed with `inputs_embeds` = that state). Every other input (positions, masks, per-layer
 attention types) is the same, so the logits are identical to a full forward pass of the frankenmodel.
+
+When nobody needs the base's own outputs (a resumed slice whose base unit is stored), a plan's first call on a
+batch records the states itself, in a base pass cut short at the deepest boundary: no later layer, no head.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 
 import torch
 from torch import nn
@@ -70,6 +74,10 @@ def hooked_hidden(model: nn.Module, inputs: dict, *, layers=None, pre=None, post
             h.remove()
 
 
+class _StatesRecorded(Exception):
+    """Stops a states-only base pass once the deepest boundary's state is recorded."""
+
+
 def _device(model: nn.Module) -> torch.device:
     return model.get_input_embeddings().weight.device
 
@@ -91,6 +99,7 @@ class PrefixCache:
         self.boundaries = set(range(depth)) if boundaries is None else {min(b, depth - 1) for b in boundaries}
         self.states: dict[str, dict[int, torch.Tensor]] = {}
         self._suffix_models: dict[str, nn.Module] = {}
+        self.states_seconds = 0.0  # time in states-only base passes (`_record_states`), not in any plan's own work
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for d in self.states.values() for t in d.values())
@@ -102,6 +111,25 @@ class PrefixCache:
         )
         self.states[key] = captured
         return hidden
+
+    def _record_states(self, key: str, inputs: dict) -> None:
+        """Records the states entering the boundary layers and stops there: the base's layers past the deepest
+        boundary and its head do not run (the base's outputs are not wanted)."""
+        captured: dict[int, torch.Tensor] = {}
+        deepest = max(self.boundaries)
+
+        def pre(k: int, h: torch.Tensor) -> None:
+            captured[k] = h.detach().clone()
+            if k == deepest:
+                raise _StatesRecorded
+
+        t0 = time.perf_counter()
+        try:
+            hooked_hidden(self.base, inputs, layers=self.boundaries, pre=pre)
+        except _StatesRecorded:
+            pass
+        self.states[key] = captured
+        self.states_seconds += time.perf_counter() - t0
 
     @torch.inference_mode()
     def base_hidden(self, batch: PackedBatch) -> torch.Tensor:
@@ -137,7 +165,7 @@ class PrefixCache:
         def hidden(batch: PackedBatch) -> torch.Tensor:
             key = batch.key_digest()
             if key not in self.states:
-                self.base_hidden(batch)
+                self._record_states(key, model_inputs(self.base.config, batch, _device(self.base)))
             inputs = model_inputs(suffix.config, batch, _device(self.base))
             del inputs["input_ids"]
             return suffix.get_decoder()(inputs_embeds=self.states[key][k], **inputs, use_cache=False).last_hidden_state
@@ -155,7 +183,7 @@ class PrefixCache:
         def fwd(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             key = _key(input_ids, attention_mask)
             if key not in self.states:
-                self.base_forward(input_ids, attention_mask)
+                self._record_states(key, {"input_ids": input_ids, "attention_mask": attention_mask})
             h = self.states[key][k]
             return suffix(inputs_embeds=h, attention_mask=attention_mask, use_cache=False).logits
 

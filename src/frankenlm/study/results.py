@@ -395,12 +395,16 @@ class Group:
 
     def checked(self) -> bool:
         """The held-out check has run: as study.json records it, else (an older one) any row re-measured."""
-        return self.heldout_done if self.heldout_done is not None else any(r.remeasured for r in self.rows)
+        return self.heldout_done if self.heldout_done is not None else self.n_remeasured() > 0
+
+    def n_remeasured(self) -> int:
+        """The number of configurations re-measured on held-out items so far."""
+        return sum(r.remeasured for r in self.rows)
 
     def heldout_family(self) -> int:
         """The number of held-out tests the Holm adjustment counts: those made, and at least the number the
         protocol makes (`analysis.adjust_pvalues` counts the tests a running check has not made yet as p = 1)."""
-        return max(sum(r.remeasured for r in self.rows), self.heldout_k)
+        return max(self.n_remeasured(), self.heldout_k)
 
     def has(self, design: str) -> bool:
         return any(r.design == design for r in self.rows)

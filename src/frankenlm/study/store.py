@@ -266,7 +266,8 @@ class Store:
 
     def compute(self, model_digest: str) -> dict[str, dict[str, dict]]:
         """Per task and dtype, the units stored for a model (every setup) and the seconds they took to score
-        (each unit's `meta.seconds`: model time, not loading or bookkeeping): `{task: {dtype: {units, seconds,
+        (each unit's `meta.seconds`: model time, not loading or bookkeeping; plus its `prefix_states_seconds`, the
+        base pass a resumed slice ran inside it, `units.SliceScorer`): `{task: {dtype: {units, seconds,
         paused_units}}}`.
 
         A unit's record is wall time, so a run paused while it scored (SIGSTOP, a suspended laptop), or sharing
@@ -276,12 +277,15 @@ class Store:
         reuse costs ~4x the median.)
         """
         per: dict[tuple[str, str], list[tuple[float, int]]] = {}
-        for task, dtype, seconds, n in self.db.execute(
-            "SELECT task, dtype, COALESCE(json_extract(meta, '$.seconds'), 0), n_items FROM results "
+        states: dict[tuple[str, str], float] = {}
+        for task, dtype, seconds, n, prefix_states in self.db.execute(
+            "SELECT task, dtype, COALESCE(json_extract(meta, '$.seconds'), 0), n_items, "
+            "COALESCE(json_extract(meta, '$.prefix_states_seconds'), 0) FROM results "
             "WHERE model_digest=? ORDER BY task",
             (model_digest,),
         ):
             per.setdefault((task, dtype), []).append((float(seconds or 0.0), max(1, int(n))))
+            states[task, dtype] = states.get((task, dtype), 0.0) + float(prefix_states or 0.0)
         out: dict[str, dict[str, dict]] = {}
         for (task, dtype), units in per.items():
             rate = float(np.median([sec / n for sec, n in units]))
@@ -291,7 +295,7 @@ class Store:
             ]
             out.setdefault(task, {})[dtype] = {
                 "units": len(units),
-                "seconds": sum(sec for sec, _ in counted),
+                "seconds": sum(sec for sec, _ in counted) + states[task, dtype],
                 "paused_units": sum(p for _, p in counted),
             }
         return out

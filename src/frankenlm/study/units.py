@@ -128,8 +128,11 @@ def slice_key(task: str, docs: Sequence[Doc]) -> str:
 class SliceScorer:
     """Scores plans on one slice of items with prefix reuse.
 
-    `prepare(docs, plans)` runs the base model once over the slice (keeping the hidden states the plans will
-    reuse) and returns the base's per-item results; `score(plan)` then runs only the plan's changed suffix.
+    `prepare(docs, plans)` runs the base model once over the slice, scoring it and keeping the hidden states
+    the plans will reuse; `score(plan)` then runs only the plan's changed suffix.
+    When `plans` leave the base out (its unit is stored: a resumed slice), no base pass is scored: the first
+    plan's calls record the states in a base pass cut at the deepest boundary, and its `seconds` leave that
+    out (meta `prefix_states_seconds` records it).
     """
 
     def __init__(self, spec: StudySpec, lm: LoadedModel, reuse: bool = True):
@@ -138,35 +141,43 @@ class SliceScorer:
         self.key: str | None = None
         self.docs: list[Doc] = []
         self.cache: PrefixCache | None = None
-        self.base_items: list[dict] = []
+        self.base_items: list[dict] | None = []  # None: the slice was prepared without scoring the base
         self.base_seconds = 0.0
         self.tokens: dict = {}  # the slice's tokenized requests, shared by every plan scored on it
         self.arithmetic = arithmetic_kind(lm.model.device)  # recorded with each unit (the store checks it)
 
-    def prepare(self, docs: list[Doc], plans: Sequence[LayerPlan]) -> list[dict]:
-        """Base pass over `docs`, keeping the states `plans` need; a no-op when this slice is already prepared."""
+    def prepare(self, docs: list[Doc], plans: Sequence[LayerPlan]) -> None:
+        """Base pass over `docs`, keeping the states `plans` need (none when `plans` leave out the base and
+        prefixes are reused: see the class); a no-op when this slice is already prepared."""
         key = slice_key(docs[0].task, docs) if docs else ""
         if key == self.key:
-            return self.base_items
+            return
         need = {prefix_length(p, self.base) for p in plans if p != self.base}
         self.cache = PrefixCache(self.lm.model, need) if self.reuse else None
         self.tokens = {}
+        self.key, self.docs = key, docs
+        self.base_items, self.base_seconds = None, 0.0
+        if self.base in plans or self.cache is None:
+            self._score_base()
+
+    def _score_base(self) -> None:
         if self.cache is not None:
             calls = {"hidden": self.cache.base_hidden, "forward": self.cache.base_forward}
         else:
             calls = {"hidden": decoder_hidden(self.lm.model), "forward": plain_forward(self.lm.model)}
         t0 = time.perf_counter()
-        self.base_items = score_docs(self.lm, docs, self.spec, **calls, token_cache=self.tokens)
+        self.base_items = score_docs(self.lm, self.docs, self.spec, **calls, token_cache=self.tokens)
         self.base_seconds = time.perf_counter() - t0
-        self.key, self.docs = key, docs
-        return self.base_items
 
     def score(self, plan: LayerPlan, remaining: Sequence[LayerPlan] | None = None) -> tuple[list[dict], dict]:
         """Per-item results of `plan` on the prepared slice, and timing metadata. `remaining` (plans still to
         score on this slice) lets the cache free hidden states no one needs any more."""
         if plan == self.base:
+            if self.base_items is None:
+                self._score_base()
             return self.base_items, {"seconds": self.base_seconds, "prefix_reused": 0, "arithmetic": self.arithmetic}
         t0 = time.perf_counter()
+        states0 = self.cache.states_seconds if self.cache is not None else 0.0
         generator = None
         if any(isinstance(r, GenerateRequest) for d in self.docs for r in d.requests):
             generator = build_frankenmodel(self.lm.model, plan)  # greedy decoding with its own KV cache
@@ -183,9 +194,14 @@ class SliceScorer:
         items = score_docs(
             self.lm, self.docs, self.spec, hidden=hidden, forward=forward, generator=generator, token_cache=self.tokens
         )
-        if self.cache is not None and remaining is not None:
-            self.cache.drop_boundaries({prefix_length(q, self.base) for q in remaining if q != self.base})
-        return items, {"seconds": time.perf_counter() - t0, "prefix_reused": k, "arithmetic": self.arithmetic}
+        meta = {"seconds": time.perf_counter() - t0, "prefix_reused": k, "arithmetic": self.arithmetic}
+        if self.cache is not None:
+            if states := self.cache.states_seconds - states0:  # the base states this plan recorded: not its work
+                meta["seconds"] -= states
+                meta["prefix_states_seconds"] = states
+            if remaining is not None:
+                self.cache.drop_boundaries({prefix_length(q, self.base) for q in remaining if q != self.base})
+        return items, meta
 
     def release(self) -> None:
         """Forget the prepared slice and free its hidden states."""
