@@ -99,24 +99,17 @@ class PrefixCache:
         self.boundaries = set(range(depth)) if boundaries is None else {min(b, depth - 1) for b in boundaries}
         self.states: dict[str, dict[int, torch.Tensor]] = {}
         self._suffix_models: dict[str, nn.Module] = {}
-        self.states_seconds = 0.0  # time in states-only base passes (`_record_states`), not in any plan's own work
+        self.states_seconds = 0.0  # time in states-only base passes (`_record`), not in any plan's own work
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for d in self.states.values() for t in d.values())
 
-    def _record(self, key: str, inputs: dict) -> torch.Tensor:
+    def _record(self, key: str, inputs: dict, *, states_only: bool = False) -> torch.Tensor | None:
+        """Runs the base on `inputs`, recording the state entering each boundary layer, and returns its final
+        hidden states; `states_only` stops entering the deepest boundary (the base's later layers and head do not
+        run: its outputs are not wanted) and returns None, its time counted in `states_seconds`."""
         captured: dict[int, torch.Tensor] = {}
-        hidden = hooked_hidden(
-            self.base, inputs, layers=self.boundaries, pre=lambda k, h: captured.__setitem__(k, h.detach().clone())
-        )
-        self.states[key] = captured
-        return hidden
-
-    def _record_states(self, key: str, inputs: dict) -> None:
-        """Records the states entering the boundary layers and stops there: the base's layers past the deepest
-        boundary and its head do not run (the base's outputs are not wanted)."""
-        captured: dict[int, torch.Tensor] = {}
-        deepest = max(self.boundaries)
+        deepest = max(self.boundaries) if states_only else None
 
         def pre(k: int, h: torch.Tensor) -> None:
             captured[k] = h.detach().clone()
@@ -125,11 +118,13 @@ class PrefixCache:
 
         t0 = time.perf_counter()
         try:
-            hooked_hidden(self.base, inputs, layers=self.boundaries, pre=pre)
+            hidden = hooked_hidden(self.base, inputs, layers=self.boundaries, pre=pre)
         except _StatesRecorded:
-            pass
+            hidden = None
         self.states[key] = captured
-        self.states_seconds += time.perf_counter() - t0
+        if states_only:
+            self.states_seconds += time.perf_counter() - t0
+        return hidden
 
     @torch.inference_mode()
     def base_hidden(self, batch: PackedBatch) -> torch.Tensor:
@@ -165,7 +160,7 @@ class PrefixCache:
         def hidden(batch: PackedBatch) -> torch.Tensor:
             key = batch.key_digest()
             if key not in self.states:
-                self._record_states(key, model_inputs(self.base.config, batch, _device(self.base)))
+                self._record(key, model_inputs(self.base.config, batch, _device(self.base)), states_only=True)
             inputs = model_inputs(suffix.config, batch, _device(self.base))
             del inputs["input_ids"]
             return suffix.get_decoder()(inputs_embeds=self.states[key][k], **inputs, use_cache=False).last_hidden_state
@@ -183,7 +178,7 @@ class PrefixCache:
         def fwd(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             key = _key(input_ids, attention_mask)
             if key not in self.states:
-                self._record_states(key, {"input_ids": input_ids, "attention_mask": attention_mask})
+                self._record(key, {"input_ids": input_ids, "attention_mask": attention_mask}, states_only=True)
             h = self.states[key][k]
             return suffix(inputs_embeds=h, attention_mask=attention_mask, use_cache=False).logits
 
