@@ -379,3 +379,40 @@ def test_the_winners_curse_figure_plots_each_re_measured_configuration_search_ag
     assert [c.get_gid() for c in rings] == ["heldout-alone"] and np.allclose(rings[0].get_offsets(), [[3.0, 4.0]])
     assert ax.get_title() == "accuracy: 0 of 1 below the diagonal"
     assert F.fig_curse([("bits per byte", 1000.0, "milli-bpb", [replace(bpb, rows=bpb.rows[:2])])]) is None
+
+
+def test_the_swept_benchmarks_picks_are_followed_onto_the_other_benchmarks():
+    bpb, acc = _groups()
+
+    def piqa_row(config, gain, lo, hi, sig):
+        return replace(_row("arc_easy", config, "selected", gain, lo, hi, sig), task="piqa")
+
+    piqa = Group(
+        "m",
+        "piqa",
+        "acc_norm",
+        True,
+        DEPTH,
+        replace(acc.base, task="piqa"),
+        [piqa_row("0..4,4,4,5..9", -0.04, -0.06, -0.02, True), piqa_row("0,0,1..9", 0.01, -0.01, 0.03, False)],
+    )
+    text = "\n".join(_answers_lines([bpb, acc, piqa], [], {}))
+    # ARC-Easy (4 configurations against PIQA's 2) is the swept benchmark; its one re-measured pick is worse on PIQA
+    answer = text.split("- **Does what one benchmark selects carry to the others?**\n", 1)[1]
+    assert answer.startswith(
+        "  - m: the configuration arc_easy selects first, `0..4,4,4,5..9`, scores -4.00 [-6.00, -2.00] acc_norm "
+        "points on piqa (worse); of its 1 selected, 1 measured on piqa: 1 worse, 0 better, 0 without a significant "
+        "difference.\n"
+    )
+    assert "the configuration piqa selects first" not in text  # PIQA selects nothing for the others
+    # the bits-per-byte answer keeps to bits per byte's picks (LAMBADA's re-measured pick is not on PIQA)
+    proxy = text.split("- **Does bits per byte pick what the benchmarks pick?**\n", 1)[1].split("- **Does what", 1)[0]
+    assert "arc_easy selects first" not in proxy and "on piqa" not in proxy
+    lines = "\n".join(_proxy_lines([bpb, acc, piqa]))
+    assert "The configurations the swept benchmark selected" in lines
+    assert (
+        "- m: arc_easy's #1 `0..4,4,4,5..9` (+3.00 [+0.00, +6.00] acc_norm points, held-out -1.00 [-3.00, +1.00]) on "
+        "piqa: -4.00 [-6.00, -2.00] acc_norm points"
+    ) in lines
+    # one benchmark alone selects nothing for another
+    assert "needs the swept benchmark's picks on another." in "\n".join(_answers_lines([bpb, acc], [], {}))

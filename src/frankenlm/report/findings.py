@@ -250,24 +250,40 @@ def _proxy_lines(groups: list[Group]) -> list[str]:
             "",
             *transfer,
         ]
+    carried = _transfer_lines(groups, from_benchmark=True)
+    if carried:
+        out += [
+            "",
+            "The configurations the swept benchmark selected (its held-out-checked top, best first), on the other "
+            "benchmarks' search items:",
+            "",
+            *carried,
+        ]
     return out
 
 
-def _selected(groups: list[Group]):
-    """Per model, every (bits-per-byte group p, benchmark group a): p's selected configurations (its rows
-    re-measured on held-out items, best on search first) and, for those measured on a, (p's row, a's row)."""
+def _selected(groups: list[Group], from_benchmark: bool = False):
+    """Per model, every (selecting group p, benchmark group a): p's selected configurations (its rows re-measured
+    on held-out items, best on search first) and, for those measured on a, (p's row, a's row). p is each
+    bits-per-byte group, or with `from_benchmark` the model's swept benchmark (the one with the most
+    configurations) and a every other benchmark."""
     for model in dict.fromkeys(g.model for g in groups):
         gs = [g for g in groups if g.model == model]
-        for p in (g for g in gs if not _is_acc(g)):
+        benchmarks = [g for g in gs if _is_acc(g)]
+        if from_benchmark:
+            selectors = [max(benchmarks, key=lambda g: (len(g.rows), g.task))] if len(benchmarks) > 1 else []
+        else:
+            selectors = [g for g in gs if not _is_acc(g)]
+        for p in selectors:
             picks = sorted((r for r in p.rows if r.remeasured and not r.is_base), key=lambda r: (-r.gain, r.config))
-            for a in (g for g in gs if _is_acc(g)):
+            for a in (g for g in benchmarks if g is not p):
                 on_a = {r.config: r for r in a.rows if fin(r.gain)}
                 yield model, p, a, picks, [(r, on_a[r.config]) for r in picks if r.config in on_a]
 
 
-def _transfer_lines(groups: list[Group]) -> list[str]:
+def _transfer_lines(groups: list[Group], from_benchmark: bool = False) -> list[str]:
     out = []
-    for model, p, a, picks, got in _selected(groups):
+    for model, p, a, picks, got in _selected(groups, from_benchmark):
         if not got:
             continue
         ps, pu = _unit(p)
@@ -669,7 +685,15 @@ def _answer_proxy(groups: list[Group]) -> list[str]:
             f"({_verdict(af[pick], a)}); {a.task}'s own first is `{top}` {_pm(af[top], scale)}; Spearman rho "
             f"{rho:+.2f} (p {_p(pv)})."
         )
-    for m, p, a, picks, got in _selected(groups):
+    out += _answer_selected(groups)
+    return out or ["  - needs a bits-per-byte task and a benchmark measured on one model."]
+
+
+def _answer_selected(groups: list[Group], from_benchmark: bool = False) -> list[str]:
+    """Per selecting task and benchmark: how the selector's first pick (of those measured there) scores on the
+    benchmark, and the verdicts of all its picks measured there."""
+    out = []
+    for m, p, a, picks, got in _selected(groups, from_benchmark):
         if not got:
             continue
         scale, unit = _unit(a)
@@ -680,7 +704,7 @@ def _answer_proxy(groups: list[Group]) -> list[str]:
             f"`{rp.config}`, scores {_pm(ra, scale)} {unit} on {a.task} ({_verdict(ra, a)}); of its {len(picks)} "
             f"selected, {len(got)} measured on {a.task}: {counts}."
         )
-    return out or ["  - needs a bits-per-byte task and a benchmark measured on one model."]
+    return out
 
 
 def _answer_curse(groups: list[Group]) -> list[str]:
@@ -713,6 +737,10 @@ def _answers_lines(
     lines += ["- **How many repeats?**", *(_answer_repeats(groups) or ["  - no repeat curves yet."])]
     lines += ["- **How does it change with size?**", *_answer_size(groups, params)]
     lines += ["- **Does bits per byte pick what the benchmarks pick?**", *_answer_proxy(groups)]
+    lines += [
+        "- **Does what one benchmark selects carry to the others?**",
+        *(_answer_selected(groups, from_benchmark=True) or ["  - needs the swept benchmark's picks on another."]),
+    ]
     ceiling = [x.replace("- ", "  - ", 1) for x in _ceiling_lines(studies) if x.startswith("- ")]
     lines += ["- **How much could a per-input plan win?**", *(ceiling or ["  - needs an accuracy benchmark."])]
     lines += ["- **How much does selection overstate?**", *(_answer_curse(groups) or ["  - nothing re-measured yet."])]
