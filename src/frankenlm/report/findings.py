@@ -240,25 +240,16 @@ def _proxy_lines(groups: list[Group]) -> list[str]:
         f"full search budget (a rank correlation needs {MIN_RANKED})"
         for model, p, a, common, _pf, _af, rho, pv in _proxy_pairs(groups)
     ]
-    transfer = _transfer_lines(groups)
-    if transfer:
-        out += [
-            "",
-            "The configurations bits per byte selected (each bits-per-byte task's held-out-checked top, best "
-            "first: the `selected` design measures them on the other tasks once it has run), on the benchmarks' "
-            "search items:",
-            "",
-            *transfer,
-        ]
-    carried = _transfer_lines(groups, from_benchmark=True)
-    if carried:
-        out += [
-            "",
-            "The configurations the swept benchmark selected (its held-out-checked top, best first), on the other "
-            "benchmarks' search items:",
-            "",
-            *carried,
-        ]
+    intros = {
+        False: "The configurations bits per byte selected (each bits-per-byte task's held-out-checked top, best "
+        "first: the `selected` design measures them on the other tasks once it has run), on the benchmarks' "
+        "search items:",
+        True: "The configurations the swept benchmark selected (its held-out-checked top, best first), on the other "
+        "benchmarks' search items:",
+    }
+    for from_benchmark, intro in intros.items():
+        if transfer := _transfer_lines(groups, from_benchmark):
+            out += ["", intro, "", *transfer]
     return out
 
 
